@@ -1,0 +1,65 @@
+//! The application state every request shares, built once from a validated [`Config`].
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::config::{Config, ConfigError, Issues};
+use crate::forwarded::TrustedProxies;
+use crate::routes::Router;
+use crate::tls::ReloadingCert;
+use crate::upstream::Upstream;
+
+/// Shared state: routing table, upstream pools, listener certificate, switches.
+#[derive(Debug)]
+pub struct App {
+    /// The configuration this state was built from.
+    pub config: Config,
+    /// Host and path to upstream.
+    pub router: Router,
+    /// Peers whose forwarding headers are believed.
+    pub trusted: TrustedProxies,
+    /// The listener's certificate, when TLS is on.
+    pub tls: Option<Arc<ReloadingCert>>,
+    ready: AtomicBool,
+}
+
+impl App {
+    /// Builds everything the configuration describes, reading the files it names
+    /// (certificates, CA bundles). Reports every problem at once. Opens no socket.
+    pub fn build(config: Config) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let mut issues = Issues::default();
+        let mut upstreams = Vec::new();
+        for (name, upstream) in &config.upstreams {
+            match Upstream::build(name, upstream) {
+                Ok(u) => upstreams.push(Arc::new(u)),
+                Err(e) => issues.extend(e),
+            }
+        }
+        let tls = match &config.server.tls {
+            Some(tls) => ReloadingCert::load(&tls.cert_file, &tls.key_file)
+                .map(Arc::new)
+                .map_err(|e| issues.add("server.tls", e))
+                .ok(),
+            None => None,
+        };
+        issues.finish()?;
+        Ok(Self {
+            router: Router::new(&config, &upstreams),
+            trusted: TrustedProxies::new(config.server.trusted_proxies.clone()),
+            tls,
+            config,
+            ready: AtomicBool::new(false),
+        })
+    }
+
+    /// True while the server accepts traffic: set after the listeners are up, cleared when
+    /// shutdown begins so that load balancers stop sending new requests.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,690 @@
+//! Configuration: where it comes from and what makes it valid.
+//!
+//! The pipeline, in order:
+//!
+//! ```text
+//! defaults  <  config.toml  <  STAGEDOOR_* environment   (figment, later wins)
+//!    -> Config (serde, deny_unknown_fields)               shape and types
+//!    -> Config::validate()                                cross-field rules, every error collected
+//!    -> App::build() (see `app.rs`)                       files read: certificates, CA bundles
+//! ```
+//!
+//! Environment variables use `__` for nesting: `STAGEDOOR_SERVER__LISTEN=0.0.0.0:4180` sets
+//! `server.listen`, `STAGEDOOR_UPSTREAMS__BACKSTAGE__URL=...` sets `upstreams.backstage.url`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+/// Prefix of environment variables that override the file.
+pub const ENV_PREFIX: &str = "STAGEDOOR_";
+
+/// Environment variables with the prefix that are not configuration keys.
+const ENV_NOT_CONFIG: &[&str] = &["config"];
+
+/// The whole configuration, as read from the file and the environment.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The public listener that clients connect to.
+    pub server: ServerConfig,
+    /// The admin listener (`/ping`, `/ready`).
+    pub admin: AdminConfig,
+    /// Logging.
+    pub log: LogConfig,
+    /// Upstreams by name. Names are lowercase (`[a-z0-9_-]`), so they can be set from the environment.
+    pub upstreams: BTreeMap<String, UpstreamConfig>,
+    /// Which upstream serves which host and path. With a single upstream and no routes,
+    /// everything goes to that upstream.
+    pub routes: Vec<RouteConfig>,
+}
+
+/// The public listener.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on. Default `127.0.0.1:4180`.
+    pub listen: SocketAddr,
+    /// TLS termination. Absent: plain HTTP/1.1 and h2c (prior knowledge).
+    pub tls: Option<TlsConfig>,
+    /// Peers whose `X-Forwarded-*` and `Forwarded` headers are believed (a load balancer or
+    /// ingress in front of Stagedoor), as CIDRs. Default: none, so client-sent ones are replaced.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Most client connections open at once; further ones wait in the kernel's backlog.
+    /// Default 10000.
+    pub max_connections: usize,
+    /// Largest request head (request line and headers) in bytes; larger ones get 431.
+    /// Default 32768, at least 8192.
+    pub max_header_bytes: usize,
+    /// Time a client has to complete the TLS handshake and send a request's headers. Default 10s.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// A connection with no request in flight for this long is closed. Default 60s.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// On SIGTERM/SIGINT, time that in-flight requests get to finish. Default 30s.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 4180)),
+            tls: None,
+            trusted_proxies: Vec::new(),
+            max_connections: 10_000,
+            max_header_bytes: 32 * 1024,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// TLS termination from PEM files, re-read when they change.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// How often the files are checked for changes. Default 10s.
+    #[serde(with = "humantime_serde", default = "default_reload_interval")]
+    pub reload_interval: Duration,
+}
+
+fn default_reload_interval() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// The admin listener.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Serve `/ping` and `/ready`. Default true.
+    pub enabled: bool,
+    /// Address to listen on. Default `127.0.0.1:9180` (loopback: probes run on the node).
+    pub listen: SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9180)),
+        }
+    }
+}
+
+/// Logging.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` (readable, the default) or `json` (one object per line).
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `info,stagedoor=debug`. `RUST_LOG` wins if set.
+    /// Default `info`.
+    pub level: String,
+    /// One line per request: method, host, path (no query), status, bytes, duration, upstream.
+    /// Default true.
+    pub access_log: bool,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".into(),
+            access_log: true,
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// One upstream service.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// `http://host:port` or `https://host:port`, optionally with a base path that is put in
+    /// front of every forwarded path.
+    pub url: String,
+    /// Time to open a TCP connection. Default 5s.
+    #[serde(with = "humantime_serde", default = "default_connect_timeout")]
+    pub connect_timeout: Duration,
+    /// Time from sending a request to receiving the response headers; then 504. Bodies
+    /// (downloads, server-sent events) are not limited by it. Default 60s.
+    #[serde(with = "humantime_serde", default = "default_upstream_timeout")]
+    pub timeout: Duration,
+    /// Send the client's `Host` header (true, the default) or the upstream's own host.
+    #[serde(default = "default_true")]
+    pub pass_host_header: bool,
+    /// PEM bundle of CAs trusted for an https upstream, instead of the system's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate for mutual TLS to the upstream (with `client_key_file`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert_file: Option<PathBuf>,
+    /// PEM private key of `client_cert_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key_file: Option<PathBuf>,
+    /// Name sent in SNI and checked against the upstream's certificate, if not the URL's host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_server_name: Option<String>,
+    /// Idle pooled connections are closed after this long. Default 90s.
+    #[serde(with = "humantime_serde", default = "default_pool_idle")]
+    pub pool_idle_timeout: Duration,
+    /// Most idle pooled connections kept to this upstream. Default 256.
+    #[serde(default = "default_pool_max_idle")]
+    pub pool_max_idle: usize,
+}
+
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_upstream_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_pool_idle() -> Duration {
+    Duration::from_secs(90)
+}
+fn default_pool_max_idle() -> usize {
+    256
+}
+fn default_true() -> bool {
+    true
+}
+
+impl UpstreamConfig {
+    /// An upstream at `url` with every other setting at its default.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            connect_timeout: default_connect_timeout(),
+            timeout: default_upstream_timeout(),
+            pass_host_header: true,
+            ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
+            tls_server_name: None,
+            pool_idle_timeout: default_pool_idle(),
+            pool_max_idle: default_pool_max_idle(),
+        }
+    }
+}
+
+/// A routing rule: requests for `host` (any, if absent) under `path_prefix` go to `upstream`.
+/// The most specific rule wins: an exact host before a `*.` wildcard before any host, then the
+/// longest prefix.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// `backstage.example.com`, `*.example.com` (subdomains only), or absent for any host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Path prefix, matched on whole segments: `/api` matches `/api` and `/api/x`, not `/apix`.
+    /// Default `/`.
+    #[serde(default = "default_prefix")]
+    pub path_prefix: String,
+    /// Name of an entry in `upstreams`.
+    pub upstream: String,
+}
+
+fn default_prefix() -> String {
+    "/".into()
+}
+
+// === errors ===
+
+/// One thing wrong with the configuration, tied to the key that holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issue {
+    /// Dotted key, e.g. `upstreams.backstage.url`.
+    pub key: String,
+    /// What is wrong and, where possible, how to fix it.
+    pub message: String,
+}
+
+impl fmt::Display for Issue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+/// Every problem found in a configuration; shown to the operator all at once.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    /// The problems, in the order they were found.
+    pub issues: Vec<Issue>,
+}
+
+impl ConfigError {
+    /// An error with one issue.
+    pub fn single(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            issues: vec![Issue {
+                key: key.into(),
+                message: message.into(),
+            }],
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.issues.len();
+        write!(
+            f,
+            "invalid configuration ({n} problem{})",
+            if n == 1 { "" } else { "s" }
+        )?;
+        for issue in &self.issues {
+            write!(f, "\n  - {issue}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Collects issues while a configuration is checked.
+#[derive(Debug, Default)]
+pub struct Issues(Vec<Issue>);
+
+impl Issues {
+    /// Records a problem with `key`.
+    pub fn add(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Issue {
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+
+    /// Ok if nothing was recorded.
+    pub fn finish(self) -> Result<(), ConfigError> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError { issues: self.0 })
+        }
+    }
+
+    /// The collected issues as an error, even if there are none.
+    pub fn into_error(self) -> ConfigError {
+        ConfigError { issues: self.0 }
+    }
+
+    /// Adds every issue of `err`.
+    pub fn extend(&mut self, err: ConfigError) {
+        self.0.extend(err.issues);
+    }
+}
+
+fn from_figment(err: figment::Error) -> ConfigError {
+    let issues = err
+        .into_iter()
+        .map(|e| {
+            let key = if e.path.is_empty() {
+                "(top level)".to_string()
+            } else {
+                e.path.join(".")
+            };
+            let source = e
+                .metadata
+                .as_ref()
+                .map(|m| match &m.source {
+                    Some(src) => format!(" (from {} {src})", m.name),
+                    None => format!(" (from {})", m.name),
+                })
+                .unwrap_or_default();
+            Issue {
+                key,
+                message: format!("{}{source}", e.kind),
+            }
+        })
+        .collect();
+    ConfigError { issues }
+}
+
+// === loading ===
+
+impl Config {
+    /// Loads defaults, then `file` (if given), then `STAGEDOOR_*` variables from the process
+    /// environment, and validates the result.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_from(file, Env::prefixed(ENV_PREFIX))
+    }
+
+    /// As [`Config::load`], with the environment given explicitly (for tests).
+    pub fn load_from(file: Option<&Path>, env: Env) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError {
+                    issues: vec![Issue {
+                        key: "--config".into(),
+                        message: format!("{} is not a readable file", path.display()),
+                    }],
+                });
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        let env = env.split("__").ignore(ENV_NOT_CONFIG);
+        let config: Config = figment.merge(env).extract().map_err(from_figment)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses a TOML document (no environment) and validates it.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let config: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::string(text))
+            .extract()
+            .map_err(from_figment)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the rules that span fields. Reports every problem, not just the first.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut issues = Issues::default();
+        let server = &self.server;
+        if server.max_connections == 0 {
+            issues.add("server.max_connections", "must be at least 1");
+        }
+        if !(8192..=1 << 20).contains(&server.max_header_bytes) {
+            issues.add(
+                "server.max_header_bytes",
+                format!(
+                    "must be between 8192 and 1048576 (got {})",
+                    server.max_header_bytes
+                ),
+            );
+        }
+        for (key, value) in [
+            ("server.header_read_timeout", server.header_read_timeout),
+            ("server.idle_timeout", server.idle_timeout),
+        ] {
+            if value.is_zero() {
+                issues.add(key, "must be greater than 0 (e.g. \"10s\")");
+            }
+        }
+        if let Some(tls) = &server.tls
+            && tls.reload_interval.is_zero()
+        {
+            issues.add(
+                "server.tls.reload_interval",
+                "must be greater than 0 (e.g. \"10s\")",
+            );
+        }
+        if self.admin.enabled && self.admin.listen == server.listen && server.listen.port() != 0 {
+            issues.add(
+                "admin.listen",
+                format!("{} is also server.listen; use another port", server.listen),
+            );
+        }
+
+        if self.upstreams.is_empty() {
+            issues.add(
+                "upstreams",
+                "at least one upstream is required, e.g. [upstreams.backstage] url = \"http://127.0.0.1:7007\"",
+            );
+        }
+        for (name, upstream) in &self.upstreams {
+            let key = format!("upstreams.{name}");
+            if !valid_name(name) {
+                issues.add(
+                    &key,
+                    "names may only contain lowercase letters, digits, '-' and '_'",
+                );
+            }
+            if let Err(msg) = parse_upstream_url(&upstream.url) {
+                issues.add(format!("{key}.url"), msg);
+            }
+            for (field, value) in [
+                ("connect_timeout", upstream.connect_timeout),
+                ("timeout", upstream.timeout),
+            ] {
+                if value.is_zero() {
+                    issues.add(format!("{key}.{field}"), "must be greater than 0");
+                }
+            }
+            if upstream.client_cert_file.is_some() != upstream.client_key_file.is_some() {
+                issues.add(
+                    format!("{key}.client_cert_file"),
+                    "client_cert_file and client_key_file must be given together",
+                );
+            }
+            let is_https = upstream.url.starts_with("https://");
+            if !is_https {
+                for (field, set) in [
+                    ("ca_file", upstream.ca_file.is_some()),
+                    ("client_cert_file", upstream.client_cert_file.is_some()),
+                    ("tls_server_name", upstream.tls_server_name.is_some()),
+                ] {
+                    if set {
+                        issues.add(
+                            format!("{key}.{field}"),
+                            "only applies to an https:// upstream",
+                        );
+                    }
+                }
+            }
+        }
+
+        if self.routes.is_empty() && self.upstreams.len() > 1 {
+            issues.add(
+                "routes",
+                "with several upstreams, [[routes]] must say which serves what",
+            );
+        }
+        let mut seen = Vec::new();
+        for (i, route) in self.routes.iter().enumerate() {
+            let key = format!("routes[{i}]");
+            if !self.upstreams.contains_key(&route.upstream) {
+                let known: Vec<&str> = self.upstreams.keys().map(String::as_str).collect();
+                issues.add(
+                    format!("{key}.upstream"),
+                    format!(
+                        "no upstream named {:?} (known: {})",
+                        route.upstream,
+                        known.join(", ")
+                    ),
+                );
+            }
+            if !route.path_prefix.starts_with('/') {
+                issues.add(format!("{key}.path_prefix"), "must start with '/'");
+            }
+            if let Some(host) = &route.host
+                && let Err(msg) = check_host_pattern(host)
+            {
+                issues.add(format!("{key}.host"), msg);
+            }
+            let id = (
+                route.host.as_deref().map(str::to_ascii_lowercase),
+                route.path_prefix.trim_end_matches('/').to_string(),
+            );
+            if let Some(j) = seen.iter().position(|s| *s == id) {
+                issues.add(
+                    &key,
+                    format!("same host and path_prefix as routes[{j}]; one of them is never used"),
+                );
+            }
+            seen.push(id);
+        }
+        issues.finish()
+    }
+
+    /// The configuration as TOML, with secrets redacted, for `stagedoor check-config`.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self)
+            .unwrap_or_else(|e| format!("# could not render configuration: {e}\n"))
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+/// Parses an upstream URL into its parts, or says what is wrong with it.
+pub fn parse_upstream_url(url: &str) -> Result<http::Uri, String> {
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        _ => return Err(format!("{url:?} must start with http:// or https://")),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(format!("{url:?} has no host"));
+    }
+    if uri.query().is_some() {
+        return Err(format!("{url:?} must not have a query string"));
+    }
+    Ok(uri)
+}
+
+fn check_host_pattern(host: &str) -> Result<(), String> {
+    let name = host.strip_prefix("*.").unwrap_or(host);
+    let ok = !name.is_empty()
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{host:?} is not a host name or a \"*.example.com\" pattern (no port, no scheme)"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(text: &str) -> Vec<String> {
+        match Config::from_toml(text) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.issues.into_iter().map(|i| i.key).collect(),
+        }
+    }
+
+    #[test]
+    fn minimal_config_is_valid() {
+        let cfg = Config::from_toml("[upstreams.backstage]\nurl = \"http://127.0.0.1:7007\"\n")
+            .expect("valid");
+        assert_eq!(cfg.server.listen.port(), 4180);
+        assert_eq!(cfg.upstreams["backstage"].timeout, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_key() {
+        let text = r#"
+            [server]
+            max_connections = 0
+            max_header_bytes = 10
+            [upstreams.web]
+            url = "ftp://x"
+            [upstreams.api]
+            url = "http://x:1"
+            client_cert_file = "/c.pem"
+            [[routes]]
+            path_prefix = "api"
+            upstream = "nope"
+        "#;
+        assert_eq!(
+            keys(text),
+            [
+                "server.max_connections",
+                "server.max_header_bytes",
+                "upstreams.api.client_cert_file",
+                "upstreams.api.client_cert_file",
+                "upstreams.web.url",
+                "routes[0].upstream",
+                "routes[0].path_prefix",
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_and_mistyped_keys_name_the_key() {
+        assert_eq!(keys("[server]\nlisten_addr = \"x\"\n"), ["server"]);
+        let err = Config::from_toml("[server]\nlisten_addr = \"x\"\n").unwrap_err();
+        assert!(err.to_string().contains("listen_addr"), "{err}");
+        assert_eq!(
+            keys("[server]\nidle_timeout = \"soon\"\n"),
+            ["server.idle_timeout"]
+        );
+    }
+
+    #[test]
+    fn routes_are_checked() {
+        let base = "[upstreams.a]\nurl = \"http://a\"\n[upstreams.b]\nurl = \"http://b\"\n";
+        assert_eq!(keys(base), ["routes"]);
+        let dup = format!(
+            "{base}[[routes]]\npath_prefix = \"/api\"\nupstream = \"a\"\n[[routes]]\npath_prefix = \"/api/\"\nupstream = \"b\"\n"
+        );
+        assert_eq!(keys(&dup), ["routes[1]"]);
+        let bad_host = format!("{base}[[routes]]\nhost = \"http://x.com\"\nupstream = \"a\"\n");
+        assert_eq!(keys(&bad_host), ["routes[0].host"]);
+    }
+
+    #[test]
+    fn upstream_urls() {
+        assert!(parse_upstream_url("http://127.0.0.1:7007").is_ok());
+        assert!(parse_upstream_url("https://backstage.internal/base").is_ok());
+        for bad in ["127.0.0.1:7007", "ws://x", "http://", "http://x/?a=b", ""] {
+            assert!(parse_upstream_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn environment_overrides_file() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "c.toml",
+                "[server]\nlisten = \"127.0.0.1:1\"\n[upstreams.web]\nurl = \"http://a\"\n",
+            )?;
+            jail.set_env("STAGEDOOR_SERVER__LISTEN", "127.0.0.1:2");
+            jail.set_env("STAGEDOOR_UPSTREAMS__WEB__TIMEOUT", "5s");
+            jail.set_env("STAGEDOOR_CONFIG", "ignored.toml");
+            let cfg = Config::load(Some(Path::new("c.toml"))).expect("valid");
+            assert_eq!(cfg.server.listen.port(), 2);
+            assert_eq!(cfg.upstreams["web"].timeout, Duration::from_secs(5));
+            assert_eq!(cfg.upstreams["web"].url, "http://a");
+            jail.set_env("STAGEDOOR_SERVER__LISTEN_ADDR", "x");
+            let err = Config::load(Some(Path::new("c.toml"))).unwrap_err();
+            assert!(err.to_string().contains("listen_addr"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn missing_file_is_named() {
+        let err = Config::load_from(Some(Path::new("/nonexistent/c.toml")), Env::prefixed("X_"))
+            .unwrap_err();
+        assert_eq!(err.issues[0].key, "--config");
+    }
+}

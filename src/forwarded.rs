@@ -1,0 +1,239 @@
+//! `X-Forwarded-*`, `Forwarded` and `X-Real-IP`: what the upstream learns about the client.
+//!
+//! A client can write any of these headers. They are believed only when the connection comes
+//! from a trusted proxy (`server.trusted_proxies`); otherwise they are replaced, so the upstream
+//! never sees an address or scheme the client made up.
+
+use std::net::IpAddr;
+
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use ipnet::IpNet;
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+const FORWARDED: HeaderName = http::header::FORWARDED;
+
+/// The set of peers whose forwarding headers are believed.
+#[derive(Debug, Clone, Default)]
+pub struct TrustedProxies(Vec<IpNet>);
+
+impl TrustedProxies {
+    /// Trusts the given networks.
+    pub fn new(nets: Vec<IpNet>) -> Self {
+        Self(nets)
+    }
+
+    /// True if `ip` is inside a trusted network.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.0.iter().any(|net| net.contains(&ip))
+    }
+}
+
+/// What Stagedoor itself knows about the connection a request came in on.
+#[derive(Debug, Clone, Copy)]
+pub struct Origin<'a> {
+    /// Address of the TCP peer.
+    pub peer: IpAddr,
+    /// `https` on a TLS listener, else `http`.
+    pub proto: &'static str,
+    /// The host the client asked for, if it was a valid authority.
+    pub host: Option<&'a str>,
+}
+
+/// Rewrites the forwarding headers of a request about to be sent upstream and returns the
+/// client's address as best known (the peer, or the nearest untrusted hop a trusted proxy saw).
+pub fn apply(headers: &mut HeaderMap, origin: Origin<'_>, trusted: &TrustedProxies) -> IpAddr {
+    let peer = origin.peer.to_canonical();
+    let believed = trusted.contains(peer);
+    let prior_xff = if believed {
+        joined(headers, &X_FORWARDED_FOR)
+    } else {
+        None
+    };
+    let client = match &prior_xff {
+        Some(chain) => client_from_chain(chain, peer, trusted),
+        None => peer,
+    };
+
+    let xff = match prior_xff {
+        Some(chain) => format!("{chain}, {peer}"),
+        None => peer.to_string(),
+    };
+    set(headers, X_FORWARDED_FOR, &xff);
+
+    if !(believed && headers.contains_key(&X_FORWARDED_PROTO)) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(origin.proto));
+    }
+    if !(believed && headers.contains_key(&X_FORWARDED_HOST)) {
+        match origin.host {
+            Some(host) => set(headers, X_FORWARDED_HOST, host),
+            None => {
+                headers.remove(&X_FORWARDED_HOST);
+            }
+        }
+    }
+
+    let mut element = format!("for={}", node(peer));
+    if let Some(host) = origin.host {
+        element.push_str(&format!(";host=\"{host}\""));
+    }
+    element.push_str(";proto=");
+    element.push_str(origin.proto);
+    let forwarded = match believed.then(|| joined(headers, &FORWARDED)).flatten() {
+        Some(prior) => format!("{prior}, {element}"),
+        None => element,
+    };
+    set(headers, FORWARDED, &forwarded);
+    set(headers, X_REAL_IP, &client.to_string());
+    client
+}
+
+/// All values of `name`, joined with ", " (a list header may be split across lines).
+fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
+    let mut out = String::new();
+    for value in headers.get_all(name) {
+        let Ok(value) = value.to_str() else { continue };
+        let value = value.trim();
+        if value.is_empty() {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(", ");
+        }
+        out.push_str(value);
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// The rightmost address in an `X-Forwarded-For` chain that is not a trusted proxy.
+fn client_from_chain(chain: &str, peer: IpAddr, trusted: &TrustedProxies) -> IpAddr {
+    let mut client = peer;
+    for hop in chain.rsplit(',') {
+        let Ok(ip) = hop.trim().parse::<IpAddr>() else {
+            break;
+        };
+        client = ip.to_canonical();
+        if !trusted.contains(client) {
+            break;
+        }
+    }
+    client
+}
+
+/// A `Forwarded` node: IPv6 addresses are bracketed and quoted (RFC 7239 §6).
+fn node(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("\"[{v6}]\""),
+    }
+}
+
+fn set(headers: &mut HeaderMap, name: HeaderName, value: &str) {
+    match HeaderValue::from_str(value) {
+        Ok(v) => {
+            headers.insert(name, v);
+        }
+        Err(_) => {
+            headers.remove(name);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(peer: &str, trusted: &[&str], incoming: &[(&str, &str)]) -> (HeaderMap, IpAddr) {
+        let mut h = HeaderMap::new();
+        for (k, v) in incoming {
+            h.append(*k, HeaderValue::from_str(v).unwrap());
+        }
+        let trusted = TrustedProxies::new(trusted.iter().map(|n| n.parse().unwrap()).collect());
+        let origin = Origin {
+            peer: peer.parse().unwrap(),
+            proto: "https",
+            host: Some("portal.example.com"),
+        };
+        let client = apply(&mut h, origin, &trusted);
+        (h, client)
+    }
+
+    fn get<'a>(h: &'a HeaderMap, k: &str) -> &'a str {
+        h.get(k).map(|v| v.to_str().unwrap()).unwrap_or("")
+    }
+
+    #[test]
+    fn untrusted_peer_cannot_choose_its_address() {
+        let (h, client) = run(
+            "203.0.113.9",
+            &["10.0.0.0/8"],
+            &[
+                ("x-forwarded-for", "1.2.3.4"),
+                ("x-forwarded-proto", "http"),
+                ("x-forwarded-host", "evil.example"),
+                ("forwarded", "for=1.2.3.4"),
+                ("x-real-ip", "1.2.3.4"),
+            ],
+        );
+        assert_eq!(client.to_string(), "203.0.113.9");
+        assert_eq!(get(&h, "x-forwarded-for"), "203.0.113.9");
+        assert_eq!(get(&h, "x-forwarded-proto"), "https");
+        assert_eq!(get(&h, "x-forwarded-host"), "portal.example.com");
+        assert_eq!(
+            get(&h, "forwarded"),
+            "for=203.0.113.9;host=\"portal.example.com\";proto=https"
+        );
+        assert_eq!(get(&h, "x-real-ip"), "203.0.113.9");
+    }
+
+    #[test]
+    fn trusted_peer_is_appended_and_believed() {
+        let (h, client) = run(
+            "10.0.0.5",
+            &["10.0.0.0/8"],
+            &[
+                ("x-forwarded-for", "198.51.100.7, 10.1.1.1"),
+                ("x-forwarded-proto", "https"),
+                ("x-forwarded-host", "backstage.example.com"),
+                ("forwarded", "for=198.51.100.7"),
+            ],
+        );
+        assert_eq!(client.to_string(), "198.51.100.7");
+        assert_eq!(
+            get(&h, "x-forwarded-for"),
+            "198.51.100.7, 10.1.1.1, 10.0.0.5"
+        );
+        assert_eq!(get(&h, "x-forwarded-host"), "backstage.example.com");
+        assert!(get(&h, "forwarded").starts_with("for=198.51.100.7, for=10.0.0.5;"));
+        assert_eq!(get(&h, "x-real-ip"), "198.51.100.7");
+    }
+
+    #[test]
+    fn trusted_chain_with_garbage_stops_at_last_good_hop() {
+        let (_, client) = run(
+            "10.0.0.5",
+            &["10.0.0.0/8"],
+            &[("x-forwarded-for", "1.1.1.1, not-an-ip, 10.2.2.2")],
+        );
+        assert_eq!(client.to_string(), "10.2.2.2");
+    }
+
+    #[test]
+    fn ipv6_and_mapped_addresses() {
+        let (h, _) = run("::1", &[], &[]);
+        assert_eq!(
+            get(&h, "forwarded"),
+            "for=\"[::1]\";host=\"portal.example.com\";proto=https"
+        );
+        let (h, client) = run(
+            "::ffff:10.0.0.5",
+            &["10.0.0.0/8"],
+            &[("x-forwarded-for", "192.0.2.1")],
+        );
+        assert_eq!(client.to_string(), "192.0.2.1");
+        assert_eq!(get(&h, "x-forwarded-for"), "192.0.2.1, 10.0.0.5");
+    }
+}

@@ -1,0 +1,52 @@
+//! Stagedoor: an identity-aware reverse proxy for Backstage and other internal tools.
+//!
+//! The library exists so that tests (and embedders) can start the whole server in-process:
+//! [`Server::bind`] opens the listeners, [`Running`] reports their addresses and stops them.
+
+pub mod access_log;
+pub mod admin;
+pub mod app;
+pub mod config;
+pub mod error;
+pub mod forwarded;
+pub mod headers;
+pub mod pipeline;
+pub mod routes;
+pub mod server;
+pub mod telemetry;
+pub mod tls;
+pub mod upgrade;
+pub mod upstream;
+
+pub use app::App;
+pub use config::Config;
+pub use server::{Running, Server};
+
+/// The error type carried between layers; mapped to a response once, in [`error`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body type of every response Stagedoor sends and every request it forwards.
+pub type Body = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, BoxError>;
+
+/// A body holding `data`, sent in one frame.
+pub fn full(data: impl Into<bytes::Bytes>) -> Body {
+    use http_body_util::BodyExt;
+    http_body_util::Full::new(data.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// An empty body.
+pub fn empty() -> Body {
+    use http_body_util::BodyExt;
+    http_body_util::Empty::new()
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// Installs aws-lc-rs as the process's rustls provider. Call once before any TLS use;
+/// later calls are harmless.
+pub fn install_crypto_provider() {
+    // Err means a provider is already installed, which is what we want.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}

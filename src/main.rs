@@ -1,0 +1,141 @@
+//! The `stagedoor` command: run the proxy, check a configuration, make secrets.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use base64::Engine as _;
+use clap::{Parser, Subcommand};
+use stagedoor::{Config, Server};
+
+/// An identity-aware reverse proxy for Backstage and other internal tools.
+#[derive(Debug, Parser)]
+#[command(name = "stagedoor", version, about)]
+struct Cli {
+    /// Configuration file (TOML). `STAGEDOOR_*` environment variables override it.
+    #[arg(long, short, global = true, env = "STAGEDOOR_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the proxy (the default).
+    Run,
+    /// Validate the configuration, read the files it names, and print the effective
+    /// configuration with secrets redacted. Exits 2 if anything is wrong.
+    CheckConfig,
+    /// Print fresh random secrets.
+    Keygen,
+}
+
+/// Exit status for an invalid configuration.
+const EXIT_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
+    stagedoor::install_crypto_provider();
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Keygen => keygen(),
+        Command::CheckConfig => check_config(cli.config),
+        Command::Run => run(cli.config),
+    }
+}
+
+fn load(path: Option<PathBuf>) -> Result<Config, ExitCode> {
+    Config::load(path.as_deref()).map_err(|e| {
+        eprintln!("stagedoor: {e}");
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+fn check_config(path: Option<PathBuf>) -> ExitCode {
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let rendered = config.to_toml();
+    if let Err(e) = stagedoor::App::build(config) {
+        eprintln!("stagedoor: {e}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    print!("{rendered}");
+    eprintln!("stagedoor: configuration is valid");
+    ExitCode::SUCCESS
+}
+
+fn keygen() -> ExitCode {
+    let mut secret = [0u8; 32];
+    let rng = rustls::crypto::aws_lc_rs::default_provider().secure_random;
+    if rng.fill(&mut secret).is_err() {
+        eprintln!("stagedoor: the system random number generator failed");
+        return ExitCode::FAILURE;
+    }
+    let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret);
+    println!(
+        "# 32 random bytes, base64url; use one as a cookie secret. Keep it out of version control."
+    );
+    println!("{encoded}");
+    ExitCode::SUCCESS
+}
+
+fn run(path: Option<PathBuf>) -> ExitCode {
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    if let Err(e) = stagedoor::telemetry::init(&config.log) {
+        eprintln!("stagedoor: {e}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("stagedoor: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let server = match Server::bind(config).await {
+            Ok(s) => s,
+            Err(stagedoor::server::StartError::Config(e)) => {
+                eprintln!("stagedoor: {e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+            Err(e) => {
+                tracing::error!("{e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let running = match server.start() {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!("cannot start: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        if let Err(e) = shutdown_signal().await {
+            tracing::error!("cannot listen for signals: {e}");
+        }
+        tracing::info!("shutting down: draining connections");
+        if running.shutdown().await {
+            tracing::info!("stopped");
+        }
+        ExitCode::SUCCESS
+    })
+}
+
+/// Resolves on SIGTERM (Kubernetes) or SIGINT (Ctrl-C).
+async fn shutdown_signal() -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}

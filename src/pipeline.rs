@@ -1,0 +1,207 @@
+//! The life of a proxied request, in order:
+//!
+//! 1. **target**: which host was asked for, and which upstream serves that host and path;
+//! 2. **upstream request**: hop-by-hop headers out, forwarding headers set, URI rewritten;
+//! 3. **forward**: send, wait for the response head (502/504 on failure);
+//! 4. **response**: hop-by-hop headers out, or a tunnel for a protocol upgrade;
+//! 5. **log**: one access-log line when the response body is done.
+//!
+//! Later phases (authenticate, authorize, inject identity) slot in between 1 and 2.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::request::Parts;
+use http::uri::Authority;
+use http::{Request, Response, StatusCode, Version};
+use http_body::Body as HttpBody;
+use http_body_util::BodyExt;
+use hyper::upgrade::OnUpgrade;
+
+use crate::access_log::{Entry, Logged};
+use crate::error::{DisplayChain, ProxyError};
+use crate::forwarded::{self, Origin};
+use crate::headers::{strip_hop_by_hop, upgrade_protocol};
+use crate::server::Signals;
+use crate::upstream::Upstream;
+use crate::{App, Body, BoxError, empty, upgrade};
+
+/// What the server knows about the connection a request arrived on.
+#[derive(Debug)]
+pub struct Ctx {
+    /// The TCP peer.
+    pub peer: SocketAddr,
+    /// True on a TLS listener.
+    pub tls: bool,
+    /// Shutdown signals, for tunnels that outlive the request.
+    pub signals: Signals,
+}
+
+/// Handles one request from a client and returns the response to send back.
+pub async fn handle<B>(app: &App, ctx: &Ctx, request: Request<B>) -> Response<Body>
+where
+    B: HttpBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let start = Instant::now();
+    let (parts, body) = request.into_parts();
+    let host = request_host(&parts);
+    let log_head = app.config.log.access_log.then(|| {
+        (
+            parts.method.clone(),
+            parts.uri.path().to_string(),
+            parts.version,
+        )
+    });
+    let accept = parts.headers.get(header::ACCEPT).cloned();
+
+    let mut client = ctx.peer.ip();
+    let mut upstream_name = None;
+    let result = match target(app, &parts, host.as_ref()) {
+        Ok(upstream) => {
+            upstream_name = Some(upstream.name().to_string());
+            let body = body.map_err(Into::into).boxed_unsync();
+            forward(app, ctx, upstream, parts, body, host.as_ref(), &mut client).await
+        }
+        Err(e) => Err(e),
+    };
+    let response = result.unwrap_or_else(|e| {
+        match &e {
+            ProxyError::Upstream { source, .. } => {
+                tracing::warn!(error = %DisplayChain(source.as_ref()), "upstream request failed");
+            }
+            ProxyError::UpstreamTimeout { upstream } => {
+                tracing::warn!(%upstream, "upstream timed out");
+            }
+            _ => {}
+        }
+        e.into_response(accept.as_ref())
+    });
+
+    match log_head {
+        None => response,
+        Some((method, path, version)) => {
+            let entry = Entry {
+                method,
+                host: host
+                    .as_ref()
+                    .map(|h| h.as_str().to_string())
+                    .unwrap_or_default(),
+                path,
+                version,
+                client,
+                status: response.status().as_u16(),
+                upstream: upstream_name,
+                start,
+            };
+            response.map(|body| Logged::new(body, entry).boxed_unsync())
+        }
+    }
+}
+
+/// The authority the client asked for: the URI's (HTTP/2, absolute-form) or the `Host` header.
+fn request_host(parts: &Parts) -> Option<Authority> {
+    if let Some(authority) = parts.uri.authority() {
+        return Some(authority.clone());
+    }
+    let value = parts.headers.get(header::HOST)?;
+    Authority::try_from(value.as_bytes()).ok()
+}
+
+/// Phase 1: the upstream that serves this request.
+fn target<'a>(
+    app: &'a App,
+    parts: &Parts,
+    host: Option<&Authority>,
+) -> Result<&'a Arc<Upstream>, ProxyError> {
+    let host = match host {
+        Some(authority) => authority.host(),
+        // HTTP/1.0 may omit Host; HTTP/1.1 must send it (RFC 9112 §3.2).
+        None if parts.version <= Version::HTTP_10 => "",
+        None => {
+            return Err(ProxyError::BadRequest(
+                "The request has no valid Host header.",
+            ));
+        }
+    };
+    app.router
+        .route(host, parts.uri.path())
+        .ok_or(ProxyError::NoRoute)
+}
+
+/// Phases 2 to 4: build the upstream request, send it, shape the response.
+async fn forward(
+    app: &App,
+    ctx: &Ctx,
+    upstream: &Arc<Upstream>,
+    mut parts: Parts,
+    body: Body,
+    host: Option<&Authority>,
+    client: &mut std::net::IpAddr,
+) -> Result<Response<Body>, ProxyError> {
+    let upgrade_to = if parts.version == Version::HTTP_11 {
+        upgrade_protocol(&parts.headers)
+    } else {
+        None
+    };
+    let client_upgrade = upgrade_to
+        .as_ref()
+        .and_then(|_| parts.extensions.remove::<OnUpgrade>());
+
+    let headers = &mut parts.headers;
+    strip_hop_by_hop(headers);
+    let origin = Origin {
+        peer: ctx.peer.ip(),
+        proto: if ctx.tls { "https" } else { "http" },
+        host: host.map(Authority::as_str),
+    };
+    *client = forwarded::apply(headers, origin, &app.trusted);
+    let host_value = match host {
+        Some(h) if upstream.pass_host_header() => HeaderValue::from_str(h.as_str()).ok(),
+        _ => None,
+    };
+    headers.insert(
+        header::HOST,
+        host_value.unwrap_or_else(|| upstream.host_header().clone()),
+    );
+    if let Some(protocol) = &upgrade_to {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, protocol.clone());
+    }
+
+    let uri = upstream
+        .uri_for(parts.uri.path_and_query())
+        .map_err(|_| ProxyError::BadRequest("The request target is not valid."))?;
+    let mut request = Request::new(body);
+    *request.method_mut() = parts.method;
+    *request.uri_mut() = uri;
+    // The upstream connection is HTTP/1.1 whatever the client spoke.
+    *request.version_mut() = Version::HTTP_11;
+    *request.headers_mut() = parts.headers;
+
+    let mut response = upstream.send(request).await?;
+
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let (Some(client_side), Some(_)) = (client_upgrade, upgrade_to) else {
+            return Err(ProxyError::Upstream {
+                upstream: upstream.name().to_string(),
+                source: "upstream switched protocols without being asked".into(),
+            });
+        };
+        let upstream_side = hyper::upgrade::on(&mut response);
+        upgrade::tunnel(
+            client_side,
+            upstream_side,
+            upstream.name().to_string(),
+            ctx.signals.clone(),
+        );
+        // Upgrade and Connection stay: they are the answer to the client's upgrade request.
+        return Ok(response.map(|_| empty()));
+    }
+
+    strip_hop_by_hop(response.headers_mut());
+    Ok(response.map(|body| body.map_err(BoxError::from).boxed_unsync()))
+}
