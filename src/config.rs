@@ -630,7 +630,10 @@ mod tests {
 
     #[test]
     fn unknown_and_mistyped_keys_name_the_key() {
-        assert_eq!(keys("[server]\nlisten_addr = \"x\"\n"), ["server"]);
+        assert_eq!(
+            keys("[server]\nlisten_addr = \"x\"\n"),
+            ["server.listen_addr"]
+        );
         let err = Config::from_toml("[server]\nlisten_addr = \"x\"\n").unwrap_err();
         assert!(err.to_string().contains("listen_addr"), "{err}");
         assert_eq!(

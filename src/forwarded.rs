@@ -149,7 +149,10 @@ mod tests {
     fn run(peer: &str, trusted: &[&str], incoming: &[(&str, &str)]) -> (HeaderMap, IpAddr) {
         let mut h = HeaderMap::new();
         for (k, v) in incoming {
-            h.append(*k, HeaderValue::from_str(v).unwrap());
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
         }
         let trusted = TrustedProxies::new(trusted.iter().map(|n| n.parse().unwrap()).collect());
         let origin = Origin {

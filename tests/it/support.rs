@@ -1,0 +1,195 @@
+//! Test servers and clients on 127.0.0.1:0: a recording upstream, the proxy, raw sockets.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use stagedoor::{Body, Config, Running, Server};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+type Handler = Arc<
+    dyn Fn(Request<Incoming>) -> Pin<Box<dyn Future<Output = Response<Body>> + Send>> + Send + Sync,
+>;
+
+/// What an upstream received.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub uri: String,
+    pub version: http::Version,
+    pub headers: HeaderMap,
+}
+
+/// An HTTP/1.1 upstream that records each request and answers with a handler.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Upstream {
+    /// An upstream answering every request with `handler`.
+    pub async fn start<F, Fut>(handler: F) -> Self
+    where
+        F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Response<Body>> + Send + 'static,
+    {
+        let handler: Handler = Arc::new(move |req| Box::pin(handler(req)));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let recorded = Arc::clone(&seen);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let handler = Arc::clone(&handler);
+                let recorded = Arc::clone(&recorded);
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: Request<Incoming>| {
+                        recorded.lock().unwrap().push(Seen {
+                            method: req.method().to_string(),
+                            uri: req.uri().to_string(),
+                            version: req.version(),
+                            headers: req.headers().clone(),
+                        });
+                        let fut = handler(req);
+                        async move { Ok::<_, Infallible>(fut.await) }
+                    });
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Self { addr, seen, task }
+    }
+
+    /// An upstream that answers `name` as its body, for routing tests.
+    pub async fn named(name: &'static str) -> Self {
+        Self::start(move |_req| async move { text(name) }).await
+    }
+
+    /// Every request seen so far.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// The last request seen.
+    pub fn last(&self) -> Seen {
+        self.seen().pop().expect("the upstream saw a request")
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+pub fn text(body: &'static str) -> Response<Body> {
+    Response::new(stagedoor::full(body))
+}
+
+/// A proxy configuration with loopback listeners on ephemeral ports and no access log noise.
+pub fn config(toml: &str) -> Config {
+    let mut config = Config::from_toml(toml).unwrap_or_else(|e| panic!("test config: {e}\n{toml}"));
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+    config.server.listen = loopback;
+    config.admin.listen = loopback;
+    config.validate().unwrap();
+    config
+}
+
+/// A proxy in front of a single upstream.
+pub async fn proxy_to(upstream: &Upstream) -> Running {
+    start(config(&format!(
+        "[upstreams.web]\nurl = \"{}\"\n",
+        upstream.url()
+    )))
+    .await
+}
+
+pub async fn start(config: Config) -> Running {
+    stagedoor::install_crypto_provider();
+    Server::bind(config).await.unwrap().start().unwrap()
+}
+
+/// A pooled HTTP/1.1 client.
+pub fn client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// Sends a GET with extra headers and returns status, headers and body.
+pub async fn get(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (http::StatusCode, HeaderMap, String) {
+    let mut req = Request::get(format!("http://{addr}{path}"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = client()
+        .request(req.body(Full::new(Bytes::new())).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, headers, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Writes raw bytes on a fresh connection and reads until the server closes or 2 s pass.
+pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        stream.read_to_end(&mut out),
+    )
+    .await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The status code of the first response in a raw HTTP/1.1 answer.
+pub fn status_of(raw: &str) -> u16 {
+    raw.split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Header values as a map of lowercase name to the values joined with ", ".
+pub fn header_map(headers: &HeaderMap) -> HashMap<String, String> {
+    let mut map: HashMap<String, String> = HashMap::new();
+    for (k, v) in headers {
+        let v = v.to_str().unwrap_or("<binary>").to_string();
+        map.entry(k.as_str().to_string())
+            .and_modify(|e| {
+                e.push_str(", ");
+                e.push_str(&v);
+            })
+            .or_insert(v);
+    }
+    map
+}
