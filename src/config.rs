@@ -664,6 +664,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's signature, not ours
     fn environment_overrides_file() {
         figment::Jail::expect_with(|jail| {
             jail.create_file(

@@ -1,5 +1,12 @@
 //! Integration tests: one binary (each `tests/*.rs` would link the whole graph again).
 
+// Test code may fail loudly: a panic is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod cli;
 mod proxy;
+mod shutdown;
 mod streaming;
 mod support;
+mod tls;
+mod websocket;
