@@ -439,6 +439,13 @@ impl Config {
             );
         }
 
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            issues.add(
+                "log.level",
+                format!("{:?} is not a log filter: {e}", self.log.level),
+            );
+        }
+
         if self.upstreams.is_empty() {
             issues.add(
                 "upstreams",

@@ -117,6 +117,10 @@ fn target<'a>(
     parts: &Parts,
     host: Option<&Authority>,
 ) -> Result<&'a Arc<Upstream>, ProxyError> {
+    if parts.method == http::Method::CONNECT {
+        // A reverse proxy, not a forward proxy: no tunnels to arbitrary hosts.
+        return Err(ProxyError::BadRequest("CONNECT is not supported here."));
+    }
     let host = match host {
         Some(authority) => authority.host(),
         // HTTP/1.0 may omit Host; HTTP/1.1 must send it (RFC 9112 §3.2).

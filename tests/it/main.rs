@@ -4,9 +4,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod cli;
+mod limits;
 mod proxy;
 mod shutdown;
 mod streaming;
 mod support;
 mod tls;
+mod upstream_tls;
 mod websocket;

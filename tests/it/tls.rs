@@ -1,58 +1,18 @@
 //! TLS termination: ALPN, and certificates swapped on disk while connections stay open.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::Empty;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-use crate::support::{Upstream, config, start};
-
-struct TestCa {
-    issuer: CertifiedIssuer<'static, KeyPair>,
-}
-
-impl TestCa {
-    fn new() -> Self {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        Self {
-            issuer: CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap(),
-        }
-    }
-
-    /// A leaf for `localhost`: (certificate PEM, key PEM, certificate DER).
-    fn leaf(&self) -> (String, String, CertificateDer<'static>) {
-        let key = KeyPair::generate().unwrap();
-        let cert = CertificateParams::new(vec!["localhost".to_string()])
-            .unwrap()
-            .signed_by(&key, &self.issuer)
-            .unwrap();
-        (cert.pem(), key.serialize_pem(), cert.der().clone())
-    }
-
-    fn connector(&self, alpn: &[&[u8]]) -> TlsConnector {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(self.issuer.der().clone()).unwrap();
-        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-        TlsConnector::from(Arc::new(config))
-    }
-}
+use crate::support::{TestCa, Upstream, config, start};
 
 fn write_pair(dir: &Path, cert: &str, key: &str) {
     std::fs::write(dir.join("tls.crt"), cert).unwrap();
@@ -84,7 +44,7 @@ fn get(path: &str) -> Request<Empty<Bytes>> {
 async fn terminates_tls_and_reloads_the_certificate_without_dropping_connections() {
     let ca = TestCa::new();
     let dir = tempfile::tempdir().unwrap();
-    let (cert_a, key_a, der_a) = ca.leaf();
+    let (cert_a, key_a, der_a) = ca.leaf("localhost");
     write_pair(dir.path(), &cert_a, &key_a);
     let up = Upstream::named("web").await;
     let proxy = start(config(&format!(
@@ -109,7 +69,7 @@ async fn terminates_tls_and_reloads_the_certificate_without_dropping_connections
     assert_eq!(up.last().headers["x-forwarded-proto"], "https");
 
     // Certificate B appears on disk; new connections get it.
-    let (cert_b, key_b, der_b) = ca.leaf();
+    let (cert_b, key_b, der_b) = ca.leaf("localhost");
     write_pair(dir.path(), &cert_b, &key_b);
     let mut swapped = false;
     for _ in 0..100 {
@@ -137,7 +97,7 @@ async fn terminates_tls_and_reloads_the_certificate_without_dropping_connections
 async fn http2_is_negotiated_by_alpn() {
     let ca = TestCa::new();
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key, _) = ca.leaf();
+    let (cert, key, _) = ca.leaf("localhost");
     write_pair(dir.path(), &cert, &key);
     let up = Upstream::named("web").await;
     let proxy = start(config(&format!(

@@ -1,0 +1,404 @@
+#!/usr/bin/env bash
+# Benchmark: the same nginx upstream reached directly, through nginx proxy_pass and through
+# Stagedoor. See bench/README.md. Progress goes to stderr, the Markdown report to stdout and
+# bench/results/latest.md.
+set -euo pipefail
+
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(dirname "$BENCH_DIR")
+
+BIN=${STAGEDOOR_BIN:-$ROOT/target/release/stagedoor}
+SKIP_STAGEDOOR=${SKIP_STAGEDOOR:-0}
+CONNS=${CONNS:-1 16 64}
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-10}
+WARMUP=${WARMUP:-1}          # seconds of unrecorded wrk per target before each conns value
+HOLD_CONNS=${HOLD_CONNS:-1000}
+
+UPSTREAM_PORT=18080
+NGINX_PORT=18081
+STAGEDOOR_PORT=18082
+STAGEDOOR_ADMIN_PORT=19180
+PROXY_CPU=0
+LOAD_CPU=1                   # wrk and the upstream
+
+TMP=""
+STARTED_PIDS=()              # everything we started, stopped by cleanup
+
+log() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+cleanup() {
+    set +e
+    local i pid
+    for ((i = ${#STARTED_PIDS[@]} - 1; i >= 0; i--)); do
+        stop_pid "${STARTED_PIDS[i]}"
+    done
+    if [[ -n $TMP && ${KEEP_TMP:-0} != 1 ]]; then
+        rm -rf "$TMP"
+    elif [[ -n $TMP ]]; then
+        log "kept $TMP"
+    fi
+}
+
+stop_pid() {
+    local pid=$1 i
+    kill -TERM "$pid" 2>/dev/null || return 0
+    for ((i = 0; i < 50; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+    return 0
+}
+
+# A reaped pid can be reused by an unrelated process, so cleanup must not signal it.
+forget_pid() {
+    local i
+    for i in "${!STARTED_PIDS[@]}"; do
+        [[ ${STARTED_PIDS[i]} != "$1" ]] || unset 'STARTED_PIDS[i]'
+    done
+    STARTED_PIDS=("${STARTED_PIDS[@]}")
+}
+
+need() {
+    local cmd=$1 pkg=$2
+    command -v "$cmd" >/dev/null && return 0
+    log "installing $pkg"
+    if [[ $(id -u) -eq 0 ]]; then
+        apt-get install -y "$pkg" >&2
+    else
+        sudo apt-get install -y "$pkg" >&2
+    fi
+}
+
+preflight() {
+    # nginx lives in /usr/sbin, which is not on every user's PATH.
+    PATH=$PATH:/usr/sbin:/sbin
+    need nginx nginx-light
+    need wrk wrk
+    local cmd
+    for cmd in taskset pgrep python3 getconf timeout; do
+        command -v "$cmd" >/dev/null || die "$cmd is required"
+    done
+    taskset -c "$PROXY_CPU,$LOAD_CPU" true 2>/dev/null \
+        || die "needs CPUs $PROXY_CPU and $LOAD_CPU (one for the proxy, one for wrk and the upstream)"
+    if [[ $SKIP_STAGEDOOR != 1 && ! -x $BIN ]]; then
+        die "no Stagedoor binary at $BIN: build it (cargo build --release), set STAGEDOOR_BIN, or SKIP_STAGEDOOR=1"
+    fi
+    local port
+    for port in "$UPSTREAM_PORT" "$NGINX_PORT" "$STAGEDOOR_PORT" "$STAGEDOOR_ADMIN_PORT"; do
+        ! port_open "$port" || die "127.0.0.1:$port is already in use"
+    done
+    # 1000 held connections need more descriptors than the usual soft limit of 1024.
+    ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+    (($(ulimit -n) > HOLD_CONNS + 100)) || die "open-file limit $(ulimit -n) is too low"
+}
+
+port_open() {
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# True if GET / on the port answers 200 with the upstream's "ok" body.
+answers_ok() {
+    local resp
+    resp=$(
+        exec 2>/dev/null
+        exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1
+        printf 'GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n' >&3
+        timeout 2 cat <&3
+    ) || return 1
+    [[ $resp == "HTTP/1.1 200"* && $resp == *$'\r\n\r\nok' ]]
+}
+
+wait_ready() {
+    local name=$1 pid=$2 port=$3 log_file=$4 i
+    for ((i = 0; i < 100; i++)); do
+        kill -0 "$pid" 2>/dev/null || { tail -n 20 "$log_file" >&2; die "$name exited during start"; }
+        answers_ok "$port" && return 0
+        sleep 0.1
+    done
+    tail -n 20 "$log_file" >&2
+    die "$name did not answer 200 ok on 127.0.0.1:$port"
+}
+
+# render TEMPLATE OUT KEY=VALUE... replaces @KEY@ with VALUE.
+render() {
+    local template=$1 out=$2 kv args=()
+    shift 2
+    for kv in "$@"; do
+        args+=(-e "s|@${kv%%=*}@|${kv#*=}|g")
+    done
+    sed "${args[@]}" "$template" >"$out"
+}
+
+# Without these, nginx creates its temp dirs under the compiled-in /var/lib/nginx.
+write_temp_paths() {
+    local dir=$1 module
+    : >"$dir/temp_paths.conf"
+    for module in client_body proxy fastcgi uwsgi scgi; do
+        if [[ $module == client_body ]] || ! nginx -V 2>&1 | grep -q -- "--without-http_${module}_module"; then
+            echo "${module}_temp_path $dir/${module}_temp;" >>"$dir/temp_paths.conf"
+        fi
+    done
+}
+
+# start_nginx NAME CPU TEMPLATE PORT; sets NGINX_PID.
+start_nginx() {
+    local name=$1 cpu=$2 template=$3 port=$4
+    local dir=$TMP/$name
+    mkdir -p "$dir"
+    write_temp_paths "$dir"
+    render "$template" "$dir/nginx.conf" DIR="$dir" PORT="$port" UPSTREAM_PORT="$UPSTREAM_PORT"
+    taskset -c "$cpu" nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log" >"$dir/stderr.log" 2>&1 &
+    NGINX_PID=$!
+    STARTED_PIDS+=("$NGINX_PID")
+    wait_ready "$name" "$NGINX_PID" "$port" "$dir/stderr.log"
+    [[ $(<"$dir/nginx.pid") == "$NGINX_PID" ]] || die "$name: pid file does not match the started process"
+}
+
+start_stagedoor() {
+    local dir=$TMP/stagedoor var unset_env=(-u RUST_LOG)
+    mkdir -p "$dir"
+    render "$BENCH_DIR/stagedoor.toml" "$dir/stagedoor.toml" \
+        PORT="$STAGEDOOR_PORT" ADMIN_PORT="$STAGEDOOR_ADMIN_PORT" UPSTREAM_PORT="$UPSTREAM_PORT"
+    # Stagedoor reads STAGEDOOR_* as config overrides (STAGEDOOR_BIN would be an unknown key)
+    # and RUST_LOG would override the log level, so the bench config must be all it sees.
+    for var in $(compgen -e); do
+        [[ $var == STAGEDOOR_* ]] && unset_env+=(-u "$var")
+    done
+    env "${unset_env[@]}" taskset -c "$PROXY_CPU" "$BIN" --config "$dir/stagedoor.toml" \
+        >"$dir/stderr.log" 2>&1 &
+    STAGEDOOR_PID=$!
+    STARTED_PIDS+=("$STAGEDOOR_PID")
+    wait_ready stagedoor "$STAGEDOOR_PID" "$STAGEDOOR_PORT" "$dir/stderr.log"
+}
+
+# An nginx master and its workers; Stagedoor is one process (its threads are in its stat).
+proxy_pids() {
+    # shellcheck disable=SC2046  # one pid per word
+    case $1 in
+        nginx) echo "$NGINX_PROXY_PID" $(pgrep -P "$NGINX_PROXY_PID") ;;
+        stagedoor) echo "$STAGEDOOR_PID" ;;
+    esac
+}
+
+# Sum of utime+stime in clock ticks. The command name in field 2 may contain spaces, so
+# fields are counted after its closing parenthesis: utime and stime become 12 and 13.
+cpu_ticks() {
+    local pid total=0 stat
+    for pid in "$@"; do
+        stat=$(<"/proc/$pid/stat")
+        stat=${stat##*) }
+        total=$((total + $(awk '{ print $12 + $13 }' <<<"$stat")))
+    done
+    echo "$total"
+}
+
+rss_kib() {
+    local pid total=0
+    for pid in "$@"; do
+        total=$((total + $(awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status")))
+    done
+    echo "$total"
+}
+
+# measure_memory NAME PORT: appends "NAME idle busy still_open" to $TMP/memory.tsv.
+measure_memory() {
+    local name=$1 port=$2 idle busy open hold i out
+    out=$TMP/hold.$name
+    # shellcheck disable=SC2046  # word splitting of the pid list is intended
+    idle=$(rss_kib $(proxy_pids "$name"))
+    python3 "$BENCH_DIR/hold_conns.py" --port "$port" --count "$HOLD_CONNS" --hold 120 >"$out" 2>&1 &
+    hold=$!
+    STARTED_PIDS+=("$hold")
+    for ((i = 0; i < 600; i++)); do
+        grep -q '^ready' "$out" && break
+        kill -0 "$hold" 2>/dev/null || { cat "$out" >&2; die "holding connections to $name failed"; }
+        sleep 0.1
+    done
+    grep -q '^ready' "$out" || die "holding $HOLD_CONNS connections to $name timed out"
+    sleep 1
+    # shellcheck disable=SC2046
+    busy=$(rss_kib $(proxy_pids "$name"))
+    kill -TERM "$hold"
+    wait "$hold" || die "connection holder for $name failed: $(cat "$out")"
+    forget_pid "$hold"
+    open=$(awk '/^open/ { print $2 }' "$out")
+    printf '%s\t%s\t%s\t%s\n' "$name" "$idle" "$busy" "$open" >>"$TMP/memory.tsv"
+    log "$name RSS: idle ${idle} KiB, with $HOLD_CONNS connections ${busy} KiB ($open still open)"
+    ((open == HOLD_CONNS)) || log "warning: $name closed $((HOLD_CONNS - open)) held connections; its KiB/conn is unreliable"
+}
+
+# Prints "req/s p50_us p99_us requests errors" from wrk --latency output.
+parse_wrk() {
+    awk '
+        function us(t,   n, unit) {
+            n = t; sub(/[a-z]+$/, "", n)
+            unit = t; sub(/^[0-9.]+/, "", unit)
+            if (unit == "us") return n
+            if (unit == "ms") return n * 1e3
+            if (unit == "s") return n * 1e6
+            if (unit == "m") return n * 6e7
+            if (unit == "h") return n * 3.6e9
+            print "unknown latency unit in " t > "/dev/stderr"; failed = 1
+        }
+        $1 == "50%" { p50 = us($2) }
+        $1 == "99%" { p99 = us($2) }
+        $2 == "requests" && $3 == "in" { requests = $1 }
+        $1 == "Requests/sec:" { rps = $2 }
+        /Non-2xx or 3xx responses:/ { errors += $NF }
+        /Socket errors:/ { gsub(/,/, ""); errors += $4 + $6 + $8 + $10 }
+        END {
+            if (failed || rps == "" || p50 == "" || p99 == "" || requests == "") exit 1
+            printf "%s %s %s %s %d\n", rps, p50, p99, requests, errors
+        }'
+}
+
+# bench_one TARGET PORT CONNS SECONDS [ROUND]: without ROUND it is a warm-up and not recorded.
+bench_one() {
+    local target=$1 port=$2 conns=$3 seconds=$4 round=${5:-} pids=() before after out parsed
+    local rps p50 p99 requests errors cpu_us=NA
+    [[ $target == direct ]] || read -r -a pids <<<"$(proxy_pids "$target")"
+    ((${#pids[@]} == 0)) || before=$(cpu_ticks "${pids[@]}")
+    out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$conns" -d"${seconds}s" --latency "http://127.0.0.1:$port/") \
+        || die "wrk against $target failed"
+    ((${#pids[@]} == 0)) || after=$(cpu_ticks "${pids[@]}")
+    [[ -n $round ]] || return 0
+    parsed=$(parse_wrk <<<"$out") || { printf '%s\n' "$out" >&2; die "could not parse wrk output"; }
+    read -r rps p50 p99 requests errors <<<"$parsed"
+    if ((${#pids[@]} > 0 && requests > 0)); then
+        cpu_us=$(awk -v t=$((after - before)) -v hz="$CLK_TCK" -v n="$requests" \
+            'BEGIN { printf "%.3f", t / hz * 1e6 / n }')
+    fi
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+        "$conns" "$target" "$round" "$rps" "$p50" "$p99" "$requests" "$cpu_us" "$errors" >>"$TMP/runs.tsv"
+    log "c=$conns round $round $target: $rps req/s, p50 ${p50}us, p99 ${p99}us, cpu ${cpu_us}us/req, errors $errors"
+}
+
+run_benchmarks() {
+    local conns round target
+    for conns in $CONNS; do
+        [[ $conns =~ ^[1-9][0-9]*$ ]] || die "CONNS must be positive integers: $CONNS"
+        if ((WARMUP > 0)); then
+            for target in "${TARGETS[@]}"; do
+                bench_one "$target" "${PORT_OF[$target]}" "$conns" "$WARMUP"
+            done
+        fi
+        for ((round = 1; round <= ROUNDS; round++)); do
+            for target in "${TARGETS[@]}"; do
+                bench_one "$target" "${PORT_OF[$target]}" "$conns" "$DURATION" "$round"
+            done
+        done
+    done
+}
+
+report() {
+    local model stagedoor_version
+    model=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+    stagedoor_version=skipped
+    if [[ $SKIP_STAGEDOOR != 1 ]]; then
+        stagedoor_version="$("$BIN" --version 2>/dev/null || echo unknown), $(awk '/^Threads:/ { print $2 }' \
+            "/proc/$STAGEDOOR_PID/status") threads"
+    fi
+    cat <<EOF
+# Stagedoor benchmark
+
+- date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')
+- machine: $(nproc) CPUs, ${model:-unknown}, Linux $(uname -r)
+- nginx: $(nginx -v 2>&1 | sed 's/^nginx version: //'); wrk: $(wrk -v 2>&1 | awk 'NR == 1 { print $2 }')
+- stagedoor: $stagedoor_version; commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet HEAD 2>/dev/null || echo ' (dirty tree)')
+- setup: proxy on CPU $PROXY_CPU; wrk -t1 and upstream nginx on CPU $LOAD_CPU; ${DURATION}s per run, median of $ROUNDS rounds, targets interleaved
+
+## Throughput and latency
+
+| conns | target | req/s | p50 (µs) | p99 (µs) | proxy CPU (µs/req) | errors |
+|---:|---|---:|---:|---:|---:|---:|
+EOF
+    awk -F'\t' -v conns_list="$CONNS" -v targets="${TARGETS[*]}" '
+        function median(key,   n, i, j, x, a) {
+            n = count[key]
+            for (i = 1; i <= n; i++) a[i] = value[key, i]
+            for (i = 2; i <= n; i++) {
+                x = a[i]
+                for (j = i - 1; j >= 1 && a[j] > x; j--) a[j + 1] = a[j]
+                a[j + 1] = x
+            }
+            return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+        }
+        function add(key, v) { value[key, ++count[key]] = v }
+        function ratio(a, b) { return b > 0 ? sprintf("%.2f", a / b) : "n/a" }
+        {
+            k = $1 SUBSEP $2
+            add(k SUBSEP "rps", $4); add(k SUBSEP "p50", $5); add(k SUBSEP "p99", $6)
+            if ($8 != "NA") add(k SUBSEP "cpu", $8)
+            errors[k] += $9
+        }
+        END {
+            nc = split(conns_list, cs, " "); nt = split(targets, ts, " ")
+            for (i = 1; i <= nc; i++) {
+                for (j = 1; j <= nt; j++) {
+                    k = cs[i] SUBSEP ts[j]
+                    rps[k] = median(k SUBSEP "rps"); p99[k] = median(k SUBSEP "p99")
+                    cpu[k] = count[k SUBSEP "cpu"] ? median(k SUBSEP "cpu") : ""
+                    printf "| %s | %s | %.0f | %.0f | %.0f | %s | %d |\n", cs[i], ts[j], rps[k],
+                        median(k SUBSEP "p50"), p99[k], cpu[k] == "" ? "–" : sprintf("%.2f", cpu[k]), errors[k]
+                }
+            }
+            if (targets !~ /stagedoor/) exit
+            print "\n## Stagedoor / nginx\n"
+            print "Above 1 is better for req/s; below 1 is better for p99 and CPU per request.\n"
+            print "| conns | req/s | p99 | CPU per request |"
+            print "|---:|---:|---:|---:|"
+            for (i = 1; i <= nc; i++) {
+                s = cs[i] SUBSEP "stagedoor"; n = cs[i] SUBSEP "nginx"
+                printf "| %s | %s | %s | %s |\n", cs[i], ratio(rps[s], rps[n]), ratio(p99[s], p99[n]),
+                    ratio(cpu[s], cpu[n])
+            }
+        }' "$TMP/runs.tsv"
+    cat <<EOF
+
+## Memory (RSS; nginx is master + worker)
+
+| proxy | idle (KiB) | with $HOLD_CONNS idle keep-alive conns (KiB) | KiB per conn | conns still open |
+|---|---:|---:|---:|---:|
+EOF
+    awk -F'\t' -v n="$HOLD_CONNS" \
+        '{ printf "| %s | %d | %d | %.1f | %d |\n", $1, $2, $3, ($3 - $2) / n, $4 }' "$TMP/memory.tsv"
+}
+
+main() {
+    preflight
+    CLK_TCK=$(getconf CLK_TCK)
+    trap cleanup EXIT
+    trap 'exit 130' INT TERM
+    TMP=$(mktemp -d "${TMPDIR:-/tmp}/stagedoor-bench.XXXXXX")
+
+    TARGETS=(direct nginx)
+    declare -gA PORT_OF=([direct]=$UPSTREAM_PORT [nginx]=$NGINX_PORT [stagedoor]=$STAGEDOOR_PORT)
+
+    log "starting upstream nginx on CPU $LOAD_CPU, port $UPSTREAM_PORT"
+    start_nginx upstream "$LOAD_CPU" "$BENCH_DIR/nginx-upstream.conf" "$UPSTREAM_PORT"
+    log "starting nginx proxy on CPU $PROXY_CPU, port $NGINX_PORT"
+    start_nginx proxy "$PROXY_CPU" "$BENCH_DIR/nginx-proxy.conf" "$NGINX_PORT"
+    NGINX_PROXY_PID=$NGINX_PID
+    measure_memory nginx "$NGINX_PORT"
+
+    if [[ $SKIP_STAGEDOOR != 1 ]]; then
+        log "starting $BIN on CPU $PROXY_CPU, port $STAGEDOOR_PORT"
+        start_stagedoor
+        TARGETS+=(stagedoor)
+        measure_memory stagedoor "$STAGEDOOR_PORT"
+    else
+        log "SKIP_STAGEDOOR=1: leaving Stagedoor out"
+    fi
+
+    : >"$TMP/runs.tsv"
+    run_benchmarks
+
+    mkdir -p "$BENCH_DIR/results"
+    report | tee "$BENCH_DIR/results/latest.md"
+}
+
+main "$@"
