@@ -46,8 +46,9 @@ def read_response(sock):
 
 
 def still_open(sock):
+    sock.setblocking(False)  # with a timeout set, Python would wait out the timeout instead
     try:
-        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b""
+        return sock.recv(1, socket.MSG_PEEK) != b""
     except BlockingIOError:
         return True
     except OSError:

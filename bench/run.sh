@@ -25,7 +25,7 @@ LOAD_CPU=1                   # wrk and the upstream
 TMP=""
 STARTED_PIDS=()              # everything we started, stopped by cleanup
 
-log() { printf '==> %s\n' "$*" >&2; }
+log() { printf '==> %s %s\n' "$(date +%T)" "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 cleanup() {
@@ -78,7 +78,12 @@ preflight() {
     PATH=$PATH:/usr/sbin:/sbin
     need nginx nginx-light
     need wrk wrk
-    local cmd
+    local cmd conns
+    for conns in $CONNS; do
+        [[ $conns =~ ^[1-9][0-9]*$ ]] || die "CONNS must be positive integers: $CONNS"
+    done
+    [[ $ROUNDS =~ ^[1-9][0-9]*$ && $DURATION =~ ^[1-9][0-9]*$ && $WARMUP =~ ^[0-9]+$ ]] \
+        || die "ROUNDS and DURATION must be positive integers, WARMUP a non-negative one"
     for cmd in taskset pgrep python3 getconf timeout; do
         command -v "$cmd" >/dev/null || die "$cmd is required"
     done
@@ -208,6 +213,7 @@ rss_kib() {
 measure_memory() {
     local name=$1 port=$2 idle busy open hold i out
     out=$TMP/hold.$name
+    : >"$out"
     # shellcheck disable=SC2046  # word splitting of the pid list is intended
     idle=$(rss_kib $(proxy_pids "$name"))
     python3 "$BENCH_DIR/hold_conns.py" --port "$port" --count "$HOLD_CONNS" --hold 120 >"$out" 2>&1 &
@@ -280,7 +286,6 @@ bench_one() {
 run_benchmarks() {
     local conns round target
     for conns in $CONNS; do
-        [[ $conns =~ ^[1-9][0-9]*$ ]] || die "CONNS must be positive integers: $CONNS"
         if ((WARMUP > 0)); then
             for target in "${TARGETS[@]}"; do
                 bench_one "$target" "${PORT_OF[$target]}" "$conns" "$WARMUP"
