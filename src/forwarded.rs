@@ -47,6 +47,7 @@ pub struct Origin<'a> {
 /// client's address as best known (the peer, or the nearest untrusted hop a trusted proxy saw).
 pub fn apply(headers: &mut HeaderMap, origin: Origin<'_>, trusted: &TrustedProxies) -> IpAddr {
     let peer = origin.peer.to_canonical();
+    let peer_text = peer.to_string();
     let believed = trusted.contains(peer);
     let prior_xff = if believed {
         joined(headers, &X_FORWARDED_FOR)
@@ -59,26 +60,44 @@ pub fn apply(headers: &mut HeaderMap, origin: Origin<'_>, trusted: &TrustedProxi
     };
 
     let xff = match prior_xff {
-        Some(chain) => format!("{chain}, {peer}"),
-        None => peer.to_string(),
+        Some(chain) => header_value(&format!("{chain}, {peer_text}")),
+        None => header_value(&peer_text),
     };
-    set(headers, X_FORWARDED_FOR, &xff);
+    // Untrusted: the client is the peer, whose address X-Forwarded-For already holds.
+    let real_ip = if believed {
+        header_value(&client.to_string())
+    } else {
+        xff.clone()
+    };
+    set(headers, X_FORWARDED_FOR, xff);
+    set(headers, X_REAL_IP, real_ip);
 
     if !(believed && headers.contains_key(&X_FORWARDED_PROTO)) {
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(origin.proto));
     }
     if !(believed && headers.contains_key(&X_FORWARDED_HOST)) {
-        match origin.host {
-            Some(host) => set(headers, X_FORWARDED_HOST, host),
-            None => {
-                headers.remove(&X_FORWARDED_HOST);
-            }
-        }
+        set(
+            headers,
+            X_FORWARDED_HOST,
+            origin.host.and_then(header_value),
+        );
     }
 
-    let mut element = format!("for={}", node(peer));
+    let mut element = String::with_capacity(64);
+    element.push_str("for=");
+    match peer {
+        IpAddr::V4(_) => element.push_str(&peer_text),
+        // IPv6 nodes are bracketed and quoted (RFC 7239 §6).
+        IpAddr::V6(_) => {
+            element.push_str("\"[");
+            element.push_str(&peer_text);
+            element.push_str("]\"");
+        }
+    }
     if let Some(host) = origin.host {
-        element.push_str(&format!(";host=\"{host}\""));
+        element.push_str(";host=\"");
+        element.push_str(host);
+        element.push('"');
     }
     element.push_str(";proto=");
     element.push_str(origin.proto);
@@ -86,8 +105,7 @@ pub fn apply(headers: &mut HeaderMap, origin: Origin<'_>, trusted: &TrustedProxi
         Some(prior) => format!("{prior}, {element}"),
         None => element,
     };
-    set(headers, FORWARDED, &forwarded);
-    set(headers, X_REAL_IP, &client.to_string());
+    set(headers, FORWARDED, header_value(&forwarded));
     client
 }
 
@@ -123,20 +141,17 @@ fn client_from_chain(chain: &str, peer: IpAddr, trusted: &TrustedProxies) -> IpA
     client
 }
 
-/// A `Forwarded` node: IPv6 addresses are bracketed and quoted (RFC 7239 §6).
-fn node(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => format!("\"[{v6}]\""),
-    }
+fn header_value(text: &str) -> Option<HeaderValue> {
+    HeaderValue::from_str(text).ok()
 }
 
-fn set(headers: &mut HeaderMap, name: HeaderName, value: &str) {
-    match HeaderValue::from_str(value) {
-        Ok(v) => {
+/// Sets `name` to `value`, or removes it when there is no valid value.
+fn set(headers: &mut HeaderMap, name: HeaderName, value: Option<HeaderValue>) {
+    match value {
+        Some(v) => {
             headers.insert(name, v);
         }
-        Err(_) => {
+        None => {
             headers.remove(name);
         }
     }
