@@ -29,6 +29,8 @@ pub struct Entry {
     pub status: u16,
     /// Upstream that served the request, if any.
     pub upstream: Option<String>,
+    /// Signed-in user, if any.
+    pub user: Option<String>,
     /// When the request arrived.
     pub start: Instant,
 }
@@ -46,6 +48,7 @@ impl Entry {
             bytes,
             duration_ms = self.start.elapsed().as_secs_f64() * 1000.0,
             upstream = self.upstream.as_deref().unwrap_or("-"),
+            user = self.user.as_deref().unwrap_or("-"),
             complete,
             "request"
         );

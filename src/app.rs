@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::auth::Auth;
 use crate::config::{Config, ConfigError, Issues};
 use crate::forwarded::TrustedProxies;
 use crate::routes::Router;
@@ -20,6 +21,8 @@ pub struct App {
     pub trusted: TrustedProxies,
     /// The listener's certificate, when TLS is on.
     pub tls: Option<Arc<ReloadingCert>>,
+    /// Sign-in, when providers are configured.
+    pub auth: Option<Auth>,
     ready: AtomicBool,
 }
 
@@ -43,8 +46,16 @@ impl App {
                 .ok(),
             None => None,
         };
+        let auth = Auth::build(&config)
+            .map_err(|e| issues.extend(e))
+            .ok()
+            .flatten();
         issues.finish()?;
+        if auth.is_none() {
+            tracing::warn!("no [[providers]] configured: requests are forwarded without sign-in");
+        }
         Ok(Self {
+            auth,
             router: Router::new(&config, &upstreams),
             trusted: TrustedProxies::new(config.server.trusted_proxies.clone()),
             tls,

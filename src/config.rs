@@ -23,6 +23,8 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+use crate::secret::Secret;
+
 /// Prefix of environment variables that override the file.
 pub const ENV_PREFIX: &str = "STAGEDOOR_";
 
@@ -44,6 +46,140 @@ pub struct Config {
     /// Which upstream serves which host and path. With a single upstream and no routes,
     /// everything goes to that upstream.
     pub routes: Vec<RouteConfig>,
+    /// Sign-in endpoints and how unauthenticated requests are answered.
+    pub auth: AuthConfig,
+    /// The session cookie.
+    pub session: SessionConfig,
+    /// Identity providers users sign in with. With none, Stagedoor forwards without sign-in.
+    pub providers: Vec<ProviderConfig>,
+}
+
+/// Sign-in endpoints and answers to requests without a session.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Path prefix of Stagedoor's own endpoints (`/start`, `/callback`, `/sign_out`,
+    /// `/userinfo`). Default `/oauth2`.
+    pub prefix: String,
+    /// Requests under these path prefixes are API calls: without a session they get 401 JSON,
+    /// never a redirect. Requests asking for JSON, sending `X-Requested-With`, or using a method
+    /// other than GET/HEAD are API calls too. Default `["/api/"]`.
+    pub api_paths: Vec<String>,
+    /// Hosts that `rd` (the return address after sign-in or sign-out) may name besides relative
+    /// paths: `backstage.example.com`, or `.example.com` for a domain and its subdomains.
+    /// Default: none.
+    pub allowed_redirect_hosts: Vec<String>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            prefix: "/oauth2".into(),
+            api_paths: vec!["/api/".into()],
+            allowed_redirect_hosts: Vec::new(),
+        }
+    }
+}
+
+/// The session cookie.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionConfig {
+    /// Secret that encrypts and authenticates cookies: base64 of at least 32 random bytes
+    /// (`stagedoor keygen`). Required with any provider other than `dev`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cookie_secret: Option<Secret>,
+    /// File holding `cookie_secret` (a mounted Kubernetes Secret).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cookie_secret_file: Option<PathBuf>,
+    /// Earlier secrets, still accepted for reading so a rotation signs no one out.
+    pub previous_cookie_secrets: Vec<Secret>,
+    /// Cookie name; chunks of a large session add `_0`, `_1`, ... Default `_stagedoor`.
+    pub cookie_name: String,
+    /// `Domain` attribute, to share the session across subdomains. Default: none (host only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cookie_domain: Option<String>,
+    /// `Path` attribute. Default `/`.
+    pub cookie_path: String,
+    /// `Secure` attribute. Default true; false is accepted only on a plain-HTTP loopback listener.
+    pub cookie_secure: bool,
+    /// How long a sign-in lasts. Default 12h.
+    #[serde(with = "humantime_serde")]
+    pub expire: Duration,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            cookie_secret: None,
+            cookie_secret_file: None,
+            previous_cookie_secrets: Vec::new(),
+            cookie_name: "_stagedoor".into(),
+            cookie_domain: None,
+            cookie_path: "/".into(),
+            cookie_secure: true,
+            expire: Duration::from_secs(12 * 3600),
+        }
+    }
+}
+
+/// One identity provider, by `kind`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum ProviderConfig {
+    /// Signs in as one of a fixed list of users from a form. For trying Stagedoor and for local
+    /// development only: refused unless `server.listen` is a loopback address.
+    Dev(DevProviderConfig),
+}
+
+impl ProviderConfig {
+    /// The provider's id, used in `?provider=` and remembered in the session.
+    pub fn id(&self) -> &str {
+        match self {
+            Self::Dev(dev) => &dev.id,
+        }
+    }
+}
+
+/// The development provider.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DevProviderConfig {
+    /// Id. Default `dev`.
+    #[serde(default = "default_dev_id")]
+    pub id: String,
+    /// Label on the sign-in chooser. Default "Development sign-in".
+    #[serde(default = "default_dev_label")]
+    pub display_name: String,
+    /// The users one can sign in as.
+    pub users: Vec<DevUser>,
+}
+
+fn default_dev_id() -> String {
+    "dev".into()
+}
+fn default_dev_label() -> String {
+    "Development sign-in".into()
+}
+
+/// A user of the development provider.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DevUser {
+    /// Email address; also the subject.
+    pub email: String,
+    /// Display name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Login name. Default: the email's local part.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// Groups.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Whether the email counts as verified. Default true.
+    #[serde(default = "default_true")]
+    pub email_verified: bool,
 }
 
 /// The public listener.
@@ -534,7 +670,104 @@ impl Config {
             }
             seen.push(id);
         }
+        self.validate_auth(&mut issues);
         issues.finish()
+    }
+
+    fn validate_auth(&self, issues: &mut Issues) {
+        let auth = &self.auth;
+        if !auth.prefix.starts_with('/') || auth.prefix.len() < 2 || auth.prefix.ends_with('/') {
+            issues.add("auth.prefix", "must start with '/' and not end with '/', e.g. \"/oauth2\"");
+        }
+        for (i, p) in auth.api_paths.iter().enumerate() {
+            if !p.starts_with('/') {
+                issues.add(format!("auth.api_paths[{i}]"), "must start with '/'");
+            }
+        }
+        let loopback = self.server.listen.ip().is_loopback();
+        let mut ids = Vec::new();
+        for (i, provider) in self.providers.iter().enumerate() {
+            let key = format!("providers[{i}]");
+            let id = provider.id();
+            if !valid_name(id) {
+                issues.add(format!("{key}.id"), "may only contain lowercase letters, digits, '-' and '_'");
+            }
+            if ids.contains(&id) {
+                issues.add(format!("{key}.id"), format!("{id:?} is used by another provider"));
+            }
+            ids.push(id);
+            match provider {
+                ProviderConfig::Dev(dev) => {
+                    if !loopback {
+                        issues.add(
+                            &key,
+                            format!(
+                                "the dev provider lets anyone sign in as anyone; it only runs on a loopback server.listen (got {})",
+                                self.server.listen
+                            ),
+                        );
+                    }
+                    if dev.users.is_empty() {
+                        issues.add(format!("{key}.users"), "list at least one user");
+                    }
+                    for (j, user) in dev.users.iter().enumerate() {
+                        if !user.email.contains('@') {
+                            issues.add(format!("{key}.users[{j}].email"), format!("{:?} is not an email address", user.email));
+                        }
+                    }
+                }
+            }
+        }
+
+        let session = &self.session;
+        if session.cookie_name.is_empty()
+            || !session.cookie_name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            issues.add("session.cookie_name", "use letters, digits, '_' and '-' only");
+        }
+        if !session.cookie_path.starts_with('/') {
+            issues.add("session.cookie_path", "must start with '/'");
+        }
+        if session.expire.is_zero() {
+            issues.add("session.expire", "must be greater than 0 (e.g. \"12h\")");
+        }
+        if !session.cookie_secure && !(loopback && self.server.tls.is_none()) {
+            issues.add(
+                "session.cookie_secure",
+                "may be false only on a plain-HTTP loopback listener; browsers would send the session in clear text",
+            );
+        }
+        match self.cookie_secret() {
+            Err((key, msg)) => issues.add(key, msg),
+            Ok(Some(secret)) => {
+                if let Err(msg) = decode_cookie_secret(secret.expose()) {
+                    issues.add("session.cookie_secret", msg);
+                }
+            }
+            Ok(None) => {
+                let only_dev = self.providers.iter().all(|p| matches!(p, ProviderConfig::Dev(_)));
+                if !only_dev {
+                    issues.add(
+                        "session.cookie_secret",
+                        "required to sign people in; generate one with `stagedoor keygen` (or set cookie_secret_file)",
+                    );
+                }
+            }
+        }
+        for (i, old) in session.previous_cookie_secrets.iter().enumerate() {
+            if let Err(msg) = decode_cookie_secret(old.expose()) {
+                issues.add(format!("session.previous_cookie_secrets[{i}]"), msg);
+            }
+        }
+    }
+
+    /// The cookie secret, from `cookie_secret` or `cookie_secret_file`.
+    pub fn cookie_secret(&self) -> Result<Option<Secret>, (String, String)> {
+        crate::secret::resolve(
+            "session.cookie_secret",
+            self.session.cookie_secret.as_ref(),
+            self.session.cookie_secret_file.as_deref(),
+        )
     }
 
     /// The configuration as TOML, with secrets redacted, for `stagedoor check-config`.
@@ -542,6 +775,24 @@ impl Config {
         toml::to_string_pretty(self)
             .unwrap_or_else(|e| format!("# could not render configuration: {e}\n"))
     }
+}
+
+/// Decodes a cookie secret (base64 or base64url, padded or not) into its bytes.
+pub fn decode_cookie_secret(text: &str) -> Result<Vec<u8>, String> {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+    let text = text.trim();
+    let bytes = [STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD]
+        .iter()
+        .find_map(|engine| engine.decode(text).ok())
+        .ok_or("must be base64; generate one with `stagedoor keygen`")?;
+    if bytes.len() < 32 {
+        return Err(format!(
+            "must decode to at least 32 bytes (got {}); generate one with `stagedoor keygen`",
+            bytes.len()
+        ));
+    }
+    Ok(bytes)
 }
 
 fn valid_name(name: &str) -> bool {

@@ -2,10 +2,9 @@
 //!
 //! Nothing internal (addresses, error chains) reaches the client; the full chain goes to the log.
 
-use std::fmt::Write as _;
-
 use http::{HeaderValue, Response, StatusCode, header};
 
+use crate::pages::{self, html_escape, page};
 use crate::{Body, full};
 
 /// Why Stagedoor answered a request itself instead of the upstream.
@@ -94,76 +93,31 @@ pub fn error_response(
     message: &str,
     accept: Option<&HeaderValue>,
 ) -> Response<Body> {
-    let (content_type, body) = if wants_json(accept) {
-        let body = serde_json::json!({
-            "error": status.canonical_reason().unwrap_or("error"),
-            "status": status.as_u16(),
-            "message": message,
-        });
-        ("application/json", body.to_string())
+    if wants_json(accept) {
+        json_response(
+            status,
+            &serde_json::json!({
+                "error": status.canonical_reason().unwrap_or("error"),
+                "status": status.as_u16(),
+                "message": message,
+            }),
+        )
     } else {
-        ("text/html; charset=utf-8", error_page(status, message))
-    };
-    let mut response = Response::new(full(body));
+        pages::html(status, error_page(status, message))
+    }
+}
+
+/// A JSON response with the headers every answer of ours carries.
+pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Body> {
+    let mut response = Response::new(full(body.to_string()));
     *response.status_mut() = status;
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
     );
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'"),
-    );
+    pages::secure_headers(headers);
     response
-}
-
-/// Escapes text for HTML element content and attribute values.
-pub fn html_escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// The shared look of every page Stagedoor serves itself: no external assets.
-pub fn page(title: &str, body_html: &str) -> String {
-    let mut out = String::with_capacity(1500 + body_html.len());
-    let _ = write!(
-        out,
-        r#"<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{title}</title>
-<style>
-:root{{color-scheme:light dark;--fg:#1b1f24;--muted:#57606a;--bg:#f6f8fa;--card:#fff;--line:#d0d7de}}
-@media (prefers-color-scheme:dark){{:root{{--fg:#e6edf3;--muted:#9198a1;--bg:#0d1117;--card:#161b22;--line:#30363d}}}}
-body{{margin:0;min-height:100vh;display:grid;place-items:center;background:var(--bg);color:var(--fg);
-font:16px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif}}
-main{{background:var(--card);border:1px solid var(--line);border-radius:12px;padding:2rem 2.25rem;max-width:28rem;margin:1rem}}
-h1{{font-size:1.35rem;margin:0 0 .5rem}}
-p{{margin:.5rem 0;color:var(--muted)}}
-.code{{font:600 .8rem/1 ui-monospace,monospace;letter-spacing:.05em;color:var(--muted);text-transform:uppercase}}
-footer{{margin-top:1.5rem;font-size:.8rem;color:var(--muted)}}
-</style></head>
-<body><main>
-{body_html}
-<footer>Stagedoor</footer>
-</main></body></html>
-"#,
-        title = html_escape(title),
-    );
-    out
 }
 
 fn error_page(status: StatusCode, message: &str) -> String {

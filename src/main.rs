@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use base64::Engine as _;
 use clap::{Parser, Subcommand};
 use stagedoor::{Config, Server};
 
@@ -65,18 +64,17 @@ fn check_config(path: Option<PathBuf>) -> ExitCode {
 }
 
 fn keygen() -> ExitCode {
-    let mut secret = [0u8; 32];
-    let rng = rustls::crypto::aws_lc_rs::default_provider().secure_random;
-    if rng.fill(&mut secret).is_err() {
-        eprintln!("stagedoor: the system random number generator failed");
-        return ExitCode::FAILURE;
+    match stagedoor::secret::random_token() {
+        Ok(token) => {
+            println!("# 32 random bytes, base64url: a session.cookie_secret. Keep it out of version control.");
+            println!("{token}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("stagedoor: {e}");
+            ExitCode::FAILURE
+        }
     }
-    let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret);
-    println!(
-        "# 32 random bytes, base64url; use one as a cookie secret. Keep it out of version control."
-    );
-    println!("{encoded}");
-    ExitCode::SUCCESS
 }
 
 fn run(path: Option<PathBuf>) -> ExitCode {

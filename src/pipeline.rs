@@ -8,7 +8,7 @@
 //!
 //! Later phases (authenticate, authorize, inject identity) slot in between 1 and 2.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -26,8 +26,9 @@ use crate::error::{DisplayChain, ProxyError};
 use crate::forwarded::{self, Origin};
 use crate::headers::{strip_hop_by_hop, upgrade_protocol};
 use crate::server::Signals;
+use crate::session::Session;
 use crate::upstream::Upstream;
-use crate::{App, Body, BoxError, empty, upgrade};
+use crate::{App, Body, BoxError, empty, identity, upgrade};
 
 /// What the server knows about the connection a request arrived on.
 #[derive(Debug)]
@@ -48,6 +49,7 @@ where
 {
     let start = Instant::now();
     let (parts, body) = request.into_parts();
+    let body = body.map_err(Into::into).boxed_unsync();
     let host = request_host(&parts);
     let log_head = app.config.log.access_log.then(|| {
         (
@@ -56,19 +58,69 @@ where
             parts.version,
         )
     });
-    let accept = parts.headers.get(header::ACCEPT).cloned();
 
-    let mut client = ctx.peer.ip();
-    let mut upstream_name = None;
-    let result = match target(app, &parts, host.as_ref()) {
+    let mut log = Outcome {
+        client: ctx.peer.ip(),
+        upstream: None,
+        user: None,
+    };
+    let response = route(app, ctx, parts, body, host.as_ref(), &mut log).await;
+
+    match log_head {
+        None => response,
+        Some((method, path, version)) => {
+            let entry = Entry {
+                method,
+                host: host.as_ref().map(|h| h.as_str().to_string()).unwrap_or_default(),
+                path,
+                version,
+                client: log.client,
+                status: response.status().as_u16(),
+                upstream: log.upstream,
+                user: log.user,
+                start,
+            };
+            response.map(|body| Logged::new(body, entry).boxed_unsync())
+        }
+    }
+}
+
+/// What the access log learns while a request is handled.
+struct Outcome {
+    client: IpAddr,
+    upstream: Option<String>,
+    user: Option<String>,
+}
+
+/// Phases 1 to 4: Stagedoor's own endpoints, the sign-in gate, then the upstream.
+async fn route(
+    app: &App,
+    ctx: &Ctx,
+    parts: Parts,
+    body: Body,
+    host: Option<&Authority>,
+    log: &mut Outcome,
+) -> Response<Body> {
+    let accept = parts.headers.get(header::ACCEPT).cloned();
+    let session = match &app.auth {
+        Some(auth) if auth.owns_path(parts.uri.path()) => {
+            return auth.endpoint(&parts, body).await;
+        }
+        Some(auth) => match auth.gate(&parts) {
+            Ok(session) => Some(session),
+            Err(answer) => return answer,
+        },
+        None => None,
+    };
+    log.user = session.as_ref().map(|s| s.user().to_string());
+    let result = match target(app, &parts, host) {
         Ok(upstream) => {
-            upstream_name = Some(upstream.name().to_string());
-            let body = body.map_err(Into::into).boxed_unsync();
-            forward(app, ctx, upstream, parts, body, host.as_ref(), &mut client).await
+            log.upstream = Some(upstream.name().to_string());
+            forward(app, ctx, upstream, parts, body, host, session.as_ref(), &mut log.client).await
         }
         Err(e) => Err(e),
     };
-    let response = result.unwrap_or_else(|e| {
+    result.unwrap_or_else(|e| {
         match &e {
             ProxyError::Upstream { source, .. } => {
                 tracing::warn!(error = %DisplayChain(source.as_ref()), "upstream request failed");
@@ -79,27 +131,7 @@ where
             _ => {}
         }
         e.into_response(accept.as_ref())
-    });
-
-    match log_head {
-        None => response,
-        Some((method, path, version)) => {
-            let entry = Entry {
-                method,
-                host: host
-                    .as_ref()
-                    .map(|h| h.as_str().to_string())
-                    .unwrap_or_default(),
-                path,
-                version,
-                client,
-                status: response.status().as_u16(),
-                upstream: upstream_name,
-                start,
-            };
-            response.map(|body| Logged::new(body, entry).boxed_unsync())
-        }
-    }
+    })
 }
 
 /// The authority the client asked for: the URI's (HTTP/2, absolute-form) or the `Host` header.
@@ -144,7 +176,8 @@ async fn forward(
     mut parts: Parts,
     body: Body,
     host: Option<&Authority>,
-    client: &mut std::net::IpAddr,
+    session: Option<&Session>,
+    client: &mut IpAddr,
 ) -> Result<Response<Body>, ProxyError> {
     let upgrade_to = if parts.version == Version::HTTP_11 {
         upgrade_protocol(&parts.headers)
@@ -157,6 +190,14 @@ async fn forward(
 
     let headers = &mut parts.headers;
     strip_hop_by_hop(headers);
+    // Stripped on every request, signed in or not: a client never chooses its own identity.
+    identity::strip(headers);
+    if let Some(auth) = &app.auth {
+        auth.codec().strip_own(headers);
+    }
+    if let Some(session) = session {
+        identity::inject(headers, session);
+    }
     let origin = Origin {
         peer: ctx.peer.ip(),
         proto: if ctx.tls { "https" } else { "http" },

@@ -89,6 +89,7 @@ fn unreadable_files_are_config_errors() {
         &[
             ("STAGEDOOR_SERVER__TLS__CERT_FILE", "/nonexistent/tls.crt"),
             ("STAGEDOOR_SERVER__TLS__KEY_FILE", "/nonexistent/tls.key"),
+            ("STAGEDOOR_SESSION__COOKIE_SECURE", "true"),
         ],
     );
     assert_eq!(code, 2);
@@ -130,10 +131,12 @@ fn runs_until_sigterm_and_exits_0() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let listening = lines.next().unwrap().unwrap();
-    let event: serde_json::Value = serde_json::from_str(&listening).unwrap();
-    assert_eq!(event["message"], "listening", "{listening}");
+    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let event = lines
+        .map_while(Result::ok)
+        .map(|line| serde_json::from_str::<serde_json::Value>(&line).unwrap())
+        .find(|event| event["message"] == "listening")
+        .expect("a \"listening\" event");
     let addr: std::net::SocketAddr = event["addr"].as_str().unwrap().parse().unwrap();
     assert!(std::net::TcpStream::connect(addr).is_ok());
 

@@ -1,0 +1,443 @@
+//! Sign-in: Stagedoor's own endpoints under `auth.prefix`, and the gate that every other
+//! request passes (a session, or a redirect to sign in, or 401 for API calls).
+//!
+//! ```text
+//! GET  {prefix}/start?rd=/x[&provider=id]   chooser, or straight to the one provider
+//! GET  {prefix}/dev?state=...               the development provider's form
+//! POST {prefix}/dev                         signs in as the chosen user, back to rd
+//! GET  {prefix}/sign_out?rd=/x              clears the session
+//! GET  {prefix}/userinfo                    the signed-in identity as JSON
+//! ```
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use http::header::{self, HeaderValue};
+use http::request::Parts;
+use http::{Method, Response, StatusCode};
+use http_body_util::BodyExt;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Config, ConfigError, DevProviderConfig, ProviderConfig, decode_cookie_secret};
+use crate::error::{error_response, json_response, wants_json};
+use crate::pages::{self, Choice, DevChoice};
+use crate::redirect::{self, AllowedHosts};
+use crate::session::{Codec, CookieSettings, Session, now};
+use crate::{Body, empty};
+
+/// How long a sign-in may take between start and callback.
+const LOGIN_LIFETIME: Duration = Duration::from_secs(600);
+/// Largest form body accepted by the sign-in endpoints.
+const MAX_FORM_BYTES: usize = 16 * 1024;
+
+/// Sign-in state carried in the encrypted CSRF cookie between start and callback.
+#[derive(Debug, Serialize, Deserialize)]
+struct LoginState {
+    /// Random value the callback must echo (CSRF).
+    #[serde(rename = "st")]
+    state: String,
+    /// Where to return after sign-in (validated).
+    rd: String,
+    /// Which provider was chosen.
+    idp: String,
+    /// Unix time after which this sign-in attempt is void.
+    exp: u64,
+}
+
+/// Sign-in configuration and cookie codec, built once.
+#[derive(Debug)]
+pub struct Auth {
+    prefix: String,
+    api_paths: Vec<String>,
+    redirect_hosts: AllowedHosts,
+    codec: Codec,
+    providers: Vec<ProviderConfig>,
+}
+
+impl Auth {
+    /// Builds sign-in from a validated configuration; `None` when no provider is configured.
+    pub fn build(config: &Config) -> Result<Option<Self>, ConfigError> {
+        if config.providers.is_empty() {
+            return Ok(None);
+        }
+        let session = &config.session;
+        let current = match config.cookie_secret() {
+            Ok(Some(secret)) => decode_cookie_secret(secret.expose())
+                .map_err(|e| ConfigError::single("session.cookie_secret", e))?,
+            Ok(None) => {
+                tracing::warn!(
+                    "no session.cookie_secret: using a random one, so sessions end when Stagedoor restarts"
+                );
+                crate::secret::random_bytes::<32>()
+                    .map_err(|e| ConfigError::single("session.cookie_secret", e))?
+                    .to_vec()
+            }
+            Err((key, msg)) => return Err(ConfigError::single(key, msg)),
+        };
+        let previous = session
+            .previous_cookie_secrets
+            .iter()
+            .filter_map(|s| decode_cookie_secret(s.expose()).ok())
+            .collect::<Vec<_>>();
+        let codec = Codec::new(
+            &current,
+            &previous,
+            CookieSettings {
+                name: session.cookie_name.clone(),
+                domain: session.cookie_domain.clone(),
+                path: session.cookie_path.clone(),
+                secure: session.cookie_secure,
+                expire: session.expire,
+            },
+        );
+        Ok(Some(Self {
+            prefix: config.auth.prefix.clone(),
+            api_paths: config.auth.api_paths.clone(),
+            redirect_hosts: AllowedHosts::new(&config.auth.allowed_redirect_hosts),
+            codec,
+            providers: config.providers.clone(),
+        }))
+    }
+
+    /// The cookie codec.
+    pub fn codec(&self) -> &Codec {
+        &self.codec
+    }
+
+    /// True if `path` is one of Stagedoor's own endpoints.
+    pub fn owns_path(&self, path: &str) -> bool {
+        path.strip_prefix(self.prefix.as_str())
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    }
+
+    /// The session of a request to be forwarded, or the answer to send instead.
+    pub fn gate(&self, parts: &Parts) -> Result<Session, Response<Body>> {
+        if let Some(session) = self.codec.read_session(&parts.headers) {
+            return Ok(session);
+        }
+        if self.is_api_request(parts) {
+            let mut response = json_response(
+                StatusCode::UNAUTHORIZED,
+                &serde_json::json!({
+                    "error": "unauthorized",
+                    "status": 401,
+                    "message": "Sign in required.",
+                    "sign_in": format!("{}/start", self.prefix),
+                }),
+            );
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"stagedoor\""),
+            );
+            return Err(response);
+        }
+        let rd = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |pq| pq.as_str());
+        Err(redirect_to(&format!(
+            "{}/start?rd={}",
+            self.prefix,
+            encode(rd)
+        )))
+    }
+
+    /// A request that should get 401 rather than a redirect to a sign-in page.
+    fn is_api_request(&self, parts: &Parts) -> bool {
+        let accept = parts.headers.get(header::ACCEPT);
+        (parts.method != Method::GET && parts.method != Method::HEAD)
+            || parts.headers.contains_key("x-requested-with")
+            || wants_json(accept)
+            || self
+                .api_paths
+                .iter()
+                .any(|p| parts.uri.path().starts_with(p.as_str()))
+    }
+
+    /// Answers a request for one of Stagedoor's own endpoints.
+    pub async fn endpoint(&self, parts: &Parts, body: Body) -> Response<Body> {
+        let sub = parts
+            .uri
+            .path()
+            .strip_prefix(self.prefix.as_str())
+            .unwrap_or_default();
+        let query = parts.uri.query().unwrap_or_default();
+        let accept = parts.headers.get(header::ACCEPT);
+        match (&parts.method, sub) {
+            (&Method::GET, "/start") => self.start(query),
+            (&Method::GET, "/dev") => self.dev_form(parts, query),
+            (&Method::POST, "/dev") => match read_form(body).await {
+                Some(form) => self.dev_sign_in(parts, &form),
+                None => error_response(StatusCode::BAD_REQUEST, "The form could not be read.", accept),
+            },
+            (&Method::GET | &Method::POST, "/sign_out") => self.sign_out(parts, query),
+            (&Method::GET, "/userinfo") => self.userinfo(parts),
+            (_, "/start" | "/dev" | "/sign_out" | "/userinfo") => error_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "This method is not allowed here.",
+                accept,
+            ),
+            _ => error_response(StatusCode::NOT_FOUND, "Nothing is served at this address.", accept),
+        }
+    }
+
+    fn safe_rd(&self, rd: Option<&str>) -> String {
+        match rd {
+            Some(target) => match redirect::validate(target, &self.redirect_hosts) {
+                Some(ok) => ok.to_string(),
+                None => {
+                    tracing::warn!(rd = %target.escape_debug(), "refused redirect target");
+                    "/".to_string()
+                }
+            },
+            None => "/".to_string(),
+        }
+    }
+
+    fn start(&self, query: &str) -> Response<Body> {
+        let rd = self.safe_rd(param(query, "rd").as_deref());
+        let chosen = match param(query, "provider") {
+            Some(id) => match self.providers.iter().find(|p| p.id() == id) {
+                Some(p) => p,
+                None => {
+                    return pages::html(
+                        StatusCode::BAD_REQUEST,
+                        pages::message("Unknown sign-in method", "That sign-in method is not configured here.", Some((&format!("{}/start?rd={}", self.prefix, encode(&rd)), "Choose another"))),
+                    );
+                }
+            },
+            None if self.providers.len() == 1 => &self.providers[0],
+            None => {
+                let choices: Vec<Choice<'_>> = self
+                    .providers
+                    .iter()
+                    .map(|p| Choice {
+                        href: format!("{}/start?provider={}&rd={}", self.prefix, p.id(), encode(&rd)),
+                        label: match p {
+                            ProviderConfig::Dev(dev) => &dev.display_name,
+                        },
+                    })
+                    .collect();
+                return pages::html(StatusCode::OK, pages::chooser(&choices));
+            }
+        };
+        let Ok(state) = crate::secret::random_token() else {
+            return error_response(StatusCode::INTERNAL_SERVER_ERROR, "Sign-in is unavailable.", None);
+        };
+        let login = LoginState {
+            state: state.clone(),
+            rd,
+            idp: chosen.id().to_string(),
+            exp: now() + LOGIN_LIFETIME.as_secs(),
+        };
+        let location = match chosen {
+            ProviderConfig::Dev(_) => format!("{}/dev?state={}", self.prefix, encode(&state)),
+        };
+        let mut response = redirect_to(&location);
+        if let Some(cookie) = self.codec.write_csrf(&login, LOGIN_LIFETIME) {
+            set_cookie(&mut response, &cookie);
+        }
+        response
+    }
+
+    /// The sign-in attempt in the CSRF cookie, if `state` matches it and it is still fresh.
+    fn login_state(&self, parts: &Parts, state: Option<&str>) -> Option<LoginState> {
+        let login: LoginState = self.codec.read_csrf(&parts.headers)?;
+        let echoed = state?;
+        // Both values are ours and random; equal length is a given for genuine ones.
+        if !constant_time_eq(login.state.as_bytes(), echoed.as_bytes()) {
+            tracing::warn!("sign-in refused: state does not match the sign-in cookie");
+            return None;
+        }
+        (login.exp > now()).then_some(login)
+    }
+
+    fn dev_provider(&self, id: &str) -> Option<&DevProviderConfig> {
+        self.providers.iter().find_map(|p| match p {
+            ProviderConfig::Dev(dev) if dev.id == id => Some(dev),
+            _ => None,
+        })
+    }
+
+    fn expired_sign_in(&self) -> Response<Body> {
+        pages::html(
+            StatusCode::BAD_REQUEST,
+            pages::message(
+                "Sign-in expired",
+                "This sign-in page is no longer valid. Start again to sign in.",
+                Some((&format!("{}/start", self.prefix), "Sign in")),
+            ),
+        )
+    }
+
+    fn dev_form(&self, parts: &Parts, query: &str) -> Response<Body> {
+        let state = param(query, "state");
+        let Some(login) = self.login_state(parts, state.as_deref()) else {
+            return self.expired_sign_in();
+        };
+        let Some(dev) = self.dev_provider(&login.idp) else {
+            return self.expired_sign_in();
+        };
+        let users: Vec<DevChoice<'_>> = dev
+            .users
+            .iter()
+            .map(|u| DevChoice {
+                value: u.email.clone(),
+                name: u.name.as_deref().unwrap_or(&u.email),
+                detail: if u.groups.is_empty() {
+                    u.email.clone()
+                } else {
+                    format!("{} · {}", u.email, u.groups.join(", "))
+                },
+            })
+            .collect();
+        let action = format!("{}/dev", self.prefix);
+        pages::html(
+            StatusCode::OK,
+            pages::dev_sign_in(&dev.display_name, &action, &login.state, &users),
+        )
+    }
+
+    fn dev_sign_in(&self, parts: &Parts, form: &[(String, String)]) -> Response<Body> {
+        let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+        let Some(login) = self.login_state(parts, field("state")) else {
+            return self.expired_sign_in();
+        };
+        let Some(dev) = self.dev_provider(&login.idp) else {
+            return self.expired_sign_in();
+        };
+        let Some(user) = dev.users.iter().find(|u| Some(u.email.as_str()) == field("user")) else {
+            return pages::html(
+                StatusCode::BAD_REQUEST,
+                pages::message("Unknown user", "That user is not configured for development sign-in.", None),
+            );
+        };
+        let created = now();
+        let session = Session {
+            subject: user.email.clone(),
+            email: user.email.clone(),
+            email_verified: user.email_verified,
+            username: user
+                .username
+                .clone()
+                .or_else(|| user.email.split('@').next().map(str::to_string)),
+            name: user.name.clone(),
+            groups: user.groups.clone(),
+            provider: dev.id.clone(),
+            created_at: created,
+            expires_at: created + self.codec.settings().expire.as_secs(),
+        };
+        tracing::info!(user = %session.user(), provider = %session.provider, "signed in");
+        self.signed_in(parts, &session, &login.rd)
+    }
+
+    /// Stores the session, clears the sign-in state and sends the browser back.
+    fn signed_in(&self, parts: &Parts, session: &Session, rd: &str) -> Response<Body> {
+        // See other (303): the browser follows with a GET even after the form POST.
+        let mut response = redirect_to(rd);
+        *response.status_mut() = StatusCode::SEE_OTHER;
+        for cookie in self.codec.write_session(session, &parts.headers) {
+            set_cookie(&mut response, &cookie);
+        }
+        set_cookie(&mut response, &self.codec.clear_csrf());
+        response
+    }
+
+    fn sign_out(&self, parts: &Parts, query: &str) -> Response<Body> {
+        let rd = param(query, "rd").and_then(|rd| {
+            redirect::validate(&rd, &self.redirect_hosts).map(str::to_string)
+        });
+        let mut response = match rd {
+            Some(rd) => redirect_to(&rd),
+            None => pages::html(
+                StatusCode::OK,
+                pages::message(
+                    "Signed out",
+                    "You have been signed out.",
+                    Some((&format!("{}/start", self.prefix), "Sign in again")),
+                ),
+            ),
+        };
+        if let Some(session) = self.codec.read_session(&parts.headers) {
+            tracing::info!(user = %session.user(), provider = %session.provider, "signed out");
+        }
+        for cookie in self.codec.clear_all(&parts.headers) {
+            set_cookie(&mut response, &cookie);
+        }
+        response
+    }
+
+    fn userinfo(&self, parts: &Parts) -> Response<Body> {
+        match self.codec.read_session(&parts.headers) {
+            Some(s) => json_response(
+                StatusCode::OK,
+                &serde_json::json!({
+                    "user": s.user(),
+                    "email": s.email,
+                    "email_verified": s.email_verified,
+                    "preferred_username": s.username,
+                    "name": s.name,
+                    "groups": s.groups,
+                    "provider": s.provider,
+                    "expires_at": s.expires_at,
+                }),
+            ),
+            None => json_response(
+                StatusCode::UNAUTHORIZED,
+                &serde_json::json!({"error": "unauthorized", "status": 401, "message": "Not signed in."}),
+            ),
+        }
+    }
+}
+
+fn redirect_to(location: &str) -> Response<Body> {
+    let mut response = Response::new(empty());
+    *response.status_mut() = StatusCode::FOUND;
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(location) {
+        headers.insert(header::LOCATION, value);
+    } else {
+        headers.insert(header::LOCATION, HeaderValue::from_static("/"));
+    }
+    pages::secure_headers(headers);
+    response
+}
+
+fn set_cookie(response: &mut Response<Body>, cookie: &cookie::Cookie<'_>) {
+    if let Ok(value) = HeaderValue::from_str(&cookie.to_string()) {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+}
+
+/// The first value of `name` in a query string, decoded.
+fn param(query: &str, name: &str) -> Option<String> {
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+fn encode(value: &str) -> String {
+    form_urlencoded::byte_serialize(value.as_bytes()).collect()
+}
+
+/// A form body, at most [`MAX_FORM_BYTES`].
+async fn read_form(mut body: Body) -> Option<Vec<(String, String)>> {
+    let mut bytes = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        if let Some(data) = frame.ok()?.data_ref() {
+            if bytes.len() + data.len() > MAX_FORM_BYTES {
+                return None;
+            }
+            bytes.extend_from_slice(data);
+        }
+    }
+    Some(
+        form_urlencoded::parse(&bytes)
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect(),
+    )
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

@@ -1,0 +1,447 @@
+//! Sessions in cookies: what a signed-in user carries, sealed with AES-256-GCM.
+//!
+//! A session is serialized, encrypted and authenticated under the cookie's name (the `cookie`
+//! crate's private jar), then split into numbered chunks (`_stagedoor_0`, `_stagedoor_1`, ...)
+//! when it is too large for one cookie. Chunks are reassembled before decryption, so a missing,
+//! reordered or foreign chunk fails authentication like any other tampering. Older secrets are
+//! still accepted for reading, so the secret can be rotated without signing everyone out.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use cookie::{Cookie, CookieJar, Key, SameSite};
+use http::HeaderMap;
+use http::header::{self, HeaderValue};
+use serde::{Deserialize, Serialize};
+use serde::de::DeserializeOwned;
+
+/// Largest cookie value Stagedoor sets; browsers cap name plus value near 4096 bytes.
+const MAX_CHUNK: usize = 3800;
+/// Most chunks read back; a larger session is refused rather than reassembled.
+const MAX_CHUNKS: usize = 16;
+
+/// Who is signed in, as carried in the session cookie.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Session {
+    /// Stable subject identifier from the provider.
+    #[serde(rename = "sub")]
+    pub subject: String,
+    /// Email address, as the provider gave it.
+    #[serde(rename = "em", default)]
+    pub email: String,
+    /// Whether the provider says the email address was verified.
+    #[serde(rename = "ev", default)]
+    pub email_verified: bool,
+    /// Preferred username (login name), if the provider gave one.
+    #[serde(rename = "un", default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// Display name.
+    #[serde(rename = "nm", default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Groups (or roles, orgs and teams) from the provider.
+    #[serde(rename = "gr", default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    /// Id of the provider that signed the user in.
+    #[serde(rename = "idp")]
+    pub provider: String,
+    /// Unix time the user signed in.
+    #[serde(rename = "iat")]
+    pub created_at: u64,
+    /// Unix time the session ends.
+    #[serde(rename = "exp")]
+    pub expires_at: u64,
+}
+
+impl Session {
+    /// The name forwarded as the user: username if known, else email, else subject.
+    pub fn user(&self) -> &str {
+        self.username
+            .as_deref()
+            .filter(|u| !u.is_empty())
+            .or(Some(self.email.as_str()).filter(|e| !e.is_empty()))
+            .unwrap_or(&self.subject)
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Cookie attributes from configuration.
+#[derive(Debug, Clone)]
+pub struct CookieSettings {
+    /// Base name of the session cookie; chunks append `_0`, `_1`, ...
+    pub name: String,
+    /// `Domain` attribute, if any.
+    pub domain: Option<String>,
+    /// `Path` attribute.
+    pub path: String,
+    /// `Secure` attribute.
+    pub secure: bool,
+    /// Session lifetime.
+    pub expire: Duration,
+}
+
+/// Seals and opens Stagedoor's cookies.
+pub struct Codec {
+    /// The first key seals; all of them open.
+    keys: Vec<Key>,
+    settings: CookieSettings,
+    csrf_name: String,
+}
+
+impl std::fmt::Debug for Codec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Codec")
+            .field("keys", &self.keys.len())
+            .field("settings", &self.settings)
+            .finish()
+    }
+}
+
+impl Codec {
+    /// A codec sealing with `current` and also opening with `previous`. Each secret is at
+    /// least 32 bytes (checked by the configuration).
+    pub fn new(current: &[u8], previous: &[Vec<u8>], settings: CookieSettings) -> Self {
+        let keys = std::iter::once(current)
+            .chain(previous.iter().map(Vec::as_slice))
+            .map(Key::derive_from)
+            .collect();
+        let csrf_name = format!("{}_csrf", settings.name);
+        Self {
+            keys,
+            settings,
+            csrf_name,
+        }
+    }
+
+    /// The cookie settings.
+    pub fn settings(&self) -> &CookieSettings {
+        &self.settings
+    }
+
+    /// True if `name` is one of Stagedoor's cookies (removed before forwarding).
+    pub fn owns(&self, name: &str) -> bool {
+        let base = &self.settings.name;
+        name == base
+            || name == self.csrf_name
+            || name
+                .strip_prefix(base.as_str())
+                .and_then(|rest| rest.strip_prefix('_'))
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    }
+
+    fn seal(&self, name: &str, plaintext: String) -> Option<String> {
+        let mut jar = CookieJar::new();
+        jar.private_mut(self.keys.first()?)
+            .add(Cookie::new(name.to_string(), plaintext));
+        jar.get(name).map(|c| c.value().to_string())
+    }
+
+    fn open(&self, name: &str, sealed: &str) -> Option<String> {
+        let jar = CookieJar::new();
+        self.keys.iter().find_map(|key| {
+            jar.private(key)
+                .decrypt(Cookie::new(name.to_string(), sealed.to_string()))
+                .map(|c| c.value().to_string())
+        })
+    }
+
+    fn base_cookie(&self, name: String, value: String) -> Cookie<'static> {
+        let mut cookie = Cookie::new(name, value);
+        cookie.set_http_only(true);
+        cookie.set_secure(self.settings.secure);
+        cookie.set_same_site(SameSite::Lax);
+        cookie.set_path(self.settings.path.clone());
+        if let Some(domain) = &self.settings.domain {
+            cookie.set_domain(domain.clone());
+        }
+        cookie
+    }
+
+    fn removal(&self, name: String) -> Cookie<'static> {
+        let mut cookie = self.base_cookie(name, String::new());
+        cookie.make_removal();
+        cookie
+    }
+
+    /// The `Set-Cookie` values that store `session`, clearing chunks of an older, larger one.
+    pub fn write_session(&self, session: &Session, request: &HeaderMap) -> Vec<Cookie<'static>> {
+        let base = &self.settings.name;
+        let Some(sealed) = serde_json::to_string(session)
+            .ok()
+            .and_then(|json| self.seal(base, json))
+        else {
+            return Vec::new();
+        };
+        let max_age = cookie::time::Duration::seconds(
+            i64::try_from(self.settings.expire.as_secs()).unwrap_or(i64::MAX),
+        );
+        let mut names = Vec::new();
+        if sealed.len() <= MAX_CHUNK {
+            names.push((base.clone(), sealed));
+        } else {
+            let chunks = sealed.as_bytes().chunks(MAX_CHUNK);
+            for (i, chunk) in chunks.enumerate() {
+                // The sealed value is base64, so every chunk boundary is a char boundary.
+                names.push((format!("{base}_{i}"), String::from_utf8_lossy(chunk).into_owned()));
+            }
+        }
+        let mut out: Vec<Cookie<'static>> = names
+            .iter()
+            .map(|(name, value)| {
+                let mut c = self.base_cookie(name.clone(), value.clone());
+                c.set_max_age(max_age);
+                c
+            })
+            .collect();
+        for existing in request_cookie_names(request) {
+            if existing != self.csrf_name
+                && self.owns(&existing)
+                && !names.iter().any(|(n, _)| *n == existing)
+            {
+                out.push(self.removal(existing));
+            }
+        }
+        out
+    }
+
+    /// The session in the request's cookies, if there is one that opens and has not expired.
+    pub fn read_session(&self, request: &HeaderMap) -> Option<Session> {
+        let base = &self.settings.name;
+        let cookies = request_cookies(request);
+        let find = |name: &str| cookies.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+        let sealed = match find(base) {
+            Some(single) => single.to_string(),
+            None => {
+                let mut joined = String::new();
+                for i in 0..=MAX_CHUNKS {
+                    match find(&format!("{base}_{i}")) {
+                        Some(chunk) if i < MAX_CHUNKS => joined.push_str(chunk),
+                        Some(_) => return None,
+                        None => break,
+                    }
+                }
+                if joined.is_empty() {
+                    return None;
+                }
+                joined
+            }
+        };
+        let Some(json) = self.open(base, &sealed) else {
+            tracing::debug!("session cookie did not open (tampered, truncated or another secret)");
+            return None;
+        };
+        let session: Session = serde_json::from_str(&json).ok()?;
+        if session.expires_at <= now() {
+            tracing::debug!("session expired");
+            return None;
+        }
+        Some(session)
+    }
+
+    /// `Set-Cookie` values that remove every Stagedoor cookie the request carries.
+    pub fn clear_all(&self, request: &HeaderMap) -> Vec<Cookie<'static>> {
+        request_cookie_names(request)
+            .into_iter()
+            .filter(|name| self.owns(name))
+            .map(|name| self.removal(name))
+            .collect()
+    }
+
+    /// The short-lived cookie that carries sign-in state between start and callback.
+    pub fn write_csrf<T: Serialize>(&self, state: &T, lifetime: Duration) -> Option<Cookie<'static>> {
+        let sealed = self.seal(&self.csrf_name, serde_json::to_string(state).ok()?)?;
+        let mut c = self.base_cookie(self.csrf_name.clone(), sealed);
+        c.set_max_age(cookie::time::Duration::seconds(
+            i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX),
+        ));
+        Some(c)
+    }
+
+    /// The sign-in state from the request, if its cookie opens.
+    pub fn read_csrf<T: DeserializeOwned>(&self, request: &HeaderMap) -> Option<T> {
+        let cookies = request_cookies(request);
+        let (_, sealed) = cookies.iter().find(|(n, _)| *n == self.csrf_name)?;
+        serde_json::from_str(&self.open(&self.csrf_name, sealed)?).ok()
+    }
+
+    /// A removal for the sign-in state cookie.
+    pub fn clear_csrf(&self) -> Cookie<'static> {
+        self.removal(self.csrf_name.clone())
+    }
+
+    /// Removes Stagedoor's cookies from a request about to be forwarded, keeping the others.
+    pub fn strip_own(&self, headers: &mut HeaderMap) {
+        if !headers.contains_key(header::COOKIE) {
+            return;
+        }
+        let kept: Vec<String> = headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .map(str::trim)
+            .filter(|pair| !pair.is_empty())
+            .filter(|pair| {
+                let name = pair.split('=').next().unwrap_or_default().trim();
+                !self.owns(name)
+            })
+            .map(str::to_string)
+            .collect();
+        headers.remove(header::COOKIE);
+        if !kept.is_empty()
+            && let Ok(value) = HeaderValue::from_str(&kept.join("; "))
+        {
+            headers.insert(header::COOKIE, value);
+        }
+    }
+}
+
+/// All `name=value` pairs from the request's `Cookie` headers.
+fn request_cookies(request: &HeaderMap) -> Vec<(String, String)> {
+    request
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(Cookie::split_parse)
+        .filter_map(Result::ok)
+        .map(|c| (c.name().to_string(), c.value().to_string()))
+        .collect()
+}
+
+fn request_cookie_names(request: &HeaderMap) -> Vec<String> {
+    request_cookies(request).into_iter().map(|(n, _)| n).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> CookieSettings {
+        CookieSettings {
+            name: "_stagedoor".into(),
+            domain: None,
+            path: "/".into(),
+            secure: true,
+            expire: Duration::from_secs(3600),
+        }
+    }
+
+    fn session(groups: usize) -> Session {
+        Session {
+            subject: "alice-1".into(),
+            email: "alice@example.com".into(),
+            email_verified: true,
+            username: Some("alice".into()),
+            name: Some("Alice".into()),
+            groups: (0..groups).map(|i| format!("group-with-a-long-name-{i:04}")).collect(),
+            provider: "dev".into(),
+            created_at: now(),
+            expires_at: now() + 3600,
+        }
+    }
+
+    /// The request a browser sends back after receiving `set`.
+    fn request_with(set: &[Cookie<'static>]) -> HeaderMap {
+        let pairs: Vec<String> = set
+            .iter()
+            .filter(|c| !c.value().is_empty())
+            .map(|c| format!("{}={}", c.name(), c.value()))
+            .collect();
+        let mut h = HeaderMap::new();
+        h.insert(header::COOKIE, HeaderValue::from_str(&pairs.join("; ")).unwrap());
+        h
+    }
+
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+    const OTHER: &[u8] = b"ffffffffffffffffffffffffffffffff";
+
+    #[test]
+    fn round_trip_with_attributes() {
+        let codec = Codec::new(SECRET, &[], settings());
+        let cookies = codec.write_session(&session(2), &HeaderMap::new());
+        assert_eq!(cookies.len(), 1);
+        let c = &cookies[0];
+        assert_eq!((c.http_only(), c.secure(), c.same_site()), (Some(true), Some(true), Some(SameSite::Lax)));
+        assert!(!c.value().contains("alice"), "the session is encrypted");
+        assert_eq!(codec.read_session(&request_with(&cookies)), Some(session(2)));
+    }
+
+    #[test]
+    fn large_sessions_are_chunked_and_reassembled() {
+        let codec = Codec::new(SECRET, &[], settings());
+        let big = session(300);
+        let cookies = codec.write_session(&big, &HeaderMap::new());
+        assert!(cookies.len() > 2, "{} cookies", cookies.len());
+        assert!(cookies.iter().all(|c| c.value().len() <= MAX_CHUNK));
+        assert_eq!(codec.read_session(&request_with(&cookies)), Some(big));
+
+        // A smaller session written over it clears the stale chunks.
+        let small = codec.write_session(&session(1), &request_with(&cookies));
+        let removed: Vec<&str> = small.iter().filter(|c| c.value().is_empty()).map(|c| c.name()).collect();
+        assert_eq!(removed.len(), cookies.len());
+
+        // Reordered or missing chunks do not open.
+        let mut shuffled = cookies.clone();
+        let (a, b) = (shuffled[0].value().to_string(), shuffled[1].value().to_string());
+        shuffled[0].set_value(b);
+        shuffled[1].set_value(a);
+        assert_eq!(codec.read_session(&request_with(&shuffled)), None);
+        assert_eq!(codec.read_session(&request_with(&cookies[1..])), None);
+        assert_eq!(codec.read_session(&request_with(&cookies[..cookies.len() - 1])), None);
+    }
+
+    #[test]
+    fn tampered_foreign_and_expired_sessions_are_no_session() {
+        let codec = Codec::new(SECRET, &[], settings());
+        let mut cookies = codec.write_session(&session(0), &HeaderMap::new());
+        let value = cookies[0].value().to_string();
+        let mut tampered = value.clone().into_bytes();
+        tampered[10] = if tampered[10] == b'A' { b'B' } else { b'A' };
+        cookies[0].set_value(String::from_utf8(tampered).unwrap());
+        assert_eq!(codec.read_session(&request_with(&cookies)), None);
+        cookies[0].set_value(value[..value.len() / 2].to_string());
+        assert_eq!(codec.read_session(&request_with(&cookies)), None);
+
+        let foreign = Codec::new(OTHER, &[], settings());
+        let theirs = foreign.write_session(&session(0), &HeaderMap::new());
+        assert_eq!(codec.read_session(&request_with(&theirs)), None);
+
+        let mut old = session(0);
+        old.expires_at = now() - 1;
+        let expired = codec.write_session(&old, &HeaderMap::new());
+        assert_eq!(codec.read_session(&request_with(&expired)), None);
+
+        // A cookie sealed under another name (the CSRF cookie) does not open as a session.
+        let csrf = codec.write_csrf(&session(0), Duration::from_secs(60)).unwrap();
+        let renamed = Cookie::new("_stagedoor", csrf.value().to_string());
+        assert_eq!(codec.read_session(&request_with(&[renamed])), None);
+    }
+
+    #[test]
+    fn previous_secrets_still_open() {
+        let old = Codec::new(OTHER, &[], settings());
+        let cookies = old.write_session(&session(0), &HeaderMap::new());
+        let rotated = Codec::new(SECRET, &[OTHER.to_vec()], settings());
+        assert_eq!(rotated.read_session(&request_with(&cookies)), Some(session(0)));
+    }
+
+    #[test]
+    fn own_cookies_are_stripped_before_forwarding() {
+        let codec = Codec::new(SECRET, &[], settings());
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("backstage=1; _stagedoor=x; _stagedoor_0=y; _stagedoor_csrf=z; _stagedoor_x=keep; theme=dark"),
+        );
+        codec.strip_own(&mut h);
+        assert_eq!(h[header::COOKIE], "backstage=1; _stagedoor_x=keep; theme=dark");
+        let mut only_ours = HeaderMap::new();
+        only_ours.insert(header::COOKIE, HeaderValue::from_static("_stagedoor=x"));
+        codec.strip_own(&mut only_ours);
+        assert!(!only_ours.contains_key(header::COOKIE));
+    }
+}
