@@ -44,6 +44,15 @@ struct LoginState {
     exp: u64,
 }
 
+/// What the gate decided about a request that is not for Stagedoor's own endpoints.
+#[derive(Debug)]
+pub enum Gate {
+    /// Signed in: forward with this identity.
+    Pass(Session),
+    /// Not signed in: send this instead (a redirect to sign in, or 401).
+    Answer(Response<Body>),
+}
+
 /// Sign-in configuration and cookie codec, built once.
 #[derive(Debug)]
 pub struct Auth {
@@ -111,9 +120,9 @@ impl Auth {
     }
 
     /// The session of a request to be forwarded, or the answer to send instead.
-    pub fn gate(&self, parts: &Parts) -> Result<Session, Response<Body>> {
+    pub fn gate(&self, parts: &Parts) -> Gate {
         if let Some(session) = self.codec.read_session(&parts.headers) {
-            return Ok(session);
+            return Gate::Pass(session);
         }
         if self.is_api_request(parts) {
             let mut response = json_response(
@@ -129,13 +138,10 @@ impl Auth {
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer realm=\"stagedoor\""),
             );
-            return Err(response);
+            return Gate::Answer(response);
         }
-        let rd = parts
-            .uri
-            .path_and_query()
-            .map_or("/", |pq| pq.as_str());
-        Err(redirect_to(&format!(
+        let rd = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        Gate::Answer(redirect_to(&format!(
             "{}/start?rd={}",
             self.prefix,
             encode(rd)
@@ -168,7 +174,11 @@ impl Auth {
             (&Method::GET, "/dev") => self.dev_form(parts, query),
             (&Method::POST, "/dev") => match read_form(body).await {
                 Some(form) => self.dev_sign_in(parts, &form),
-                None => error_response(StatusCode::BAD_REQUEST, "The form could not be read.", accept),
+                None => error_response(
+                    StatusCode::BAD_REQUEST,
+                    "The form could not be read.",
+                    accept,
+                ),
             },
             (&Method::GET | &Method::POST, "/sign_out") => self.sign_out(parts, query),
             (&Method::GET, "/userinfo") => self.userinfo(parts),
@@ -177,7 +187,11 @@ impl Auth {
                 "This method is not allowed here.",
                 accept,
             ),
-            _ => error_response(StatusCode::NOT_FOUND, "Nothing is served at this address.", accept),
+            _ => error_response(
+                StatusCode::NOT_FOUND,
+                "Nothing is served at this address.",
+                accept,
+            ),
         }
     }
 
@@ -202,7 +216,14 @@ impl Auth {
                 None => {
                     return pages::html(
                         StatusCode::BAD_REQUEST,
-                        pages::message("Unknown sign-in method", "That sign-in method is not configured here.", Some((&format!("{}/start?rd={}", self.prefix, encode(&rd)), "Choose another"))),
+                        pages::message(
+                            "Unknown sign-in method",
+                            "That sign-in method is not configured here.",
+                            Some((
+                                &format!("{}/start?rd={}", self.prefix, encode(&rd)),
+                                "Choose another",
+                            )),
+                        ),
                     );
                 }
             },
@@ -212,7 +233,12 @@ impl Auth {
                     .providers
                     .iter()
                     .map(|p| Choice {
-                        href: format!("{}/start?provider={}&rd={}", self.prefix, p.id(), encode(&rd)),
+                        href: format!(
+                            "{}/start?provider={}&rd={}",
+                            self.prefix,
+                            p.id(),
+                            encode(&rd)
+                        ),
                         label: match p {
                             ProviderConfig::Dev(dev) => &dev.display_name,
                         },
@@ -222,7 +248,11 @@ impl Auth {
             }
         };
         let Ok(state) = crate::secret::random_token() else {
-            return error_response(StatusCode::INTERNAL_SERVER_ERROR, "Sign-in is unavailable.", None);
+            return error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Sign-in is unavailable.",
+                None,
+            );
         };
         let login = LoginState {
             state: state.clone(),
@@ -299,17 +329,29 @@ impl Auth {
     }
 
     fn dev_sign_in(&self, parts: &Parts, form: &[(String, String)]) -> Response<Body> {
-        let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+        let field = |name: &str| {
+            form.iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
         let Some(login) = self.login_state(parts, field("state")) else {
             return self.expired_sign_in();
         };
         let Some(dev) = self.dev_provider(&login.idp) else {
             return self.expired_sign_in();
         };
-        let Some(user) = dev.users.iter().find(|u| Some(u.email.as_str()) == field("user")) else {
+        let Some(user) = dev
+            .users
+            .iter()
+            .find(|u| Some(u.email.as_str()) == field("user"))
+        else {
             return pages::html(
                 StatusCode::BAD_REQUEST,
-                pages::message("Unknown user", "That user is not configured for development sign-in.", None),
+                pages::message(
+                    "Unknown user",
+                    "That user is not configured for development sign-in.",
+                    None,
+                ),
             );
         };
         let created = now();
@@ -344,9 +386,8 @@ impl Auth {
     }
 
     fn sign_out(&self, parts: &Parts, query: &str) -> Response<Body> {
-        let rd = param(query, "rd").and_then(|rd| {
-            redirect::validate(&rd, &self.redirect_hosts).map(str::to_string)
-        });
+        let rd = param(query, "rd")
+            .and_then(|rd| redirect::validate(&rd, &self.redirect_hosts).map(str::to_string));
         let mut response = match rd {
             Some(rd) => redirect_to(&rd),
             None => pages::html(

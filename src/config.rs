@@ -478,7 +478,7 @@ fn from_figment(err: figment::Error) -> ConfigError {
             let key = if e.path.is_empty() {
                 "(top level)".to_string()
             } else {
-                e.path.join(".")
+                dotted(&e.path)
             };
             let source = e
                 .metadata
@@ -495,6 +495,22 @@ fn from_figment(err: figment::Error) -> ConfigError {
         })
         .collect();
     ConfigError { issues }
+}
+
+/// `["routes", "0", "upstream"]` as `routes[0].upstream`, the style validation uses.
+fn dotted(path: &[String]) -> String {
+    let mut out = String::new();
+    for segment in path {
+        if !segment.is_empty() && segment.bytes().all(|b| b.is_ascii_digit()) {
+            out.push_str(&format!("[{segment}]"));
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(segment);
+        }
+    }
+    out
 }
 
 // === loading ===
@@ -677,7 +693,10 @@ impl Config {
     fn validate_auth(&self, issues: &mut Issues) {
         let auth = &self.auth;
         if !auth.prefix.starts_with('/') || auth.prefix.len() < 2 || auth.prefix.ends_with('/') {
-            issues.add("auth.prefix", "must start with '/' and not end with '/', e.g. \"/oauth2\"");
+            issues.add(
+                "auth.prefix",
+                "must start with '/' and not end with '/', e.g. \"/oauth2\"",
+            );
         }
         for (i, p) in auth.api_paths.iter().enumerate() {
             if !p.starts_with('/') {
@@ -690,10 +709,16 @@ impl Config {
             let key = format!("providers[{i}]");
             let id = provider.id();
             if !valid_name(id) {
-                issues.add(format!("{key}.id"), "may only contain lowercase letters, digits, '-' and '_'");
+                issues.add(
+                    format!("{key}.id"),
+                    "may only contain lowercase letters, digits, '-' and '_'",
+                );
             }
             if ids.contains(&id) {
-                issues.add(format!("{key}.id"), format!("{id:?} is used by another provider"));
+                issues.add(
+                    format!("{key}.id"),
+                    format!("{id:?} is used by another provider"),
+                );
             }
             ids.push(id);
             match provider {
@@ -712,7 +737,10 @@ impl Config {
                     }
                     for (j, user) in dev.users.iter().enumerate() {
                         if !user.email.contains('@') {
-                            issues.add(format!("{key}.users[{j}].email"), format!("{:?} is not an email address", user.email));
+                            issues.add(
+                                format!("{key}.users[{j}].email"),
+                                format!("{:?} is not an email address", user.email),
+                            );
                         }
                     }
                 }
@@ -721,9 +749,15 @@ impl Config {
 
         let session = &self.session;
         if session.cookie_name.is_empty()
-            || !session.cookie_name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            || !session
+                .cookie_name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
         {
-            issues.add("session.cookie_name", "use letters, digits, '_' and '-' only");
+            issues.add(
+                "session.cookie_name",
+                "use letters, digits, '_' and '-' only",
+            );
         }
         if !session.cookie_path.starts_with('/') {
             issues.add("session.cookie_path", "must start with '/'");
@@ -731,7 +765,8 @@ impl Config {
         if session.expire.is_zero() {
             issues.add("session.expire", "must be greater than 0 (e.g. \"12h\")");
         }
-        if !session.cookie_secure && !(loopback && self.server.tls.is_none()) {
+        let plain_loopback = loopback && self.server.tls.is_none();
+        if !(session.cookie_secure || plain_loopback) {
             issues.add(
                 "session.cookie_secure",
                 "may be false only on a plain-HTTP loopback listener; browsers would send the session in clear text",
@@ -745,7 +780,10 @@ impl Config {
                 }
             }
             Ok(None) => {
-                let only_dev = self.providers.iter().all(|p| matches!(p, ProviderConfig::Dev(_)));
+                let only_dev = self
+                    .providers
+                    .iter()
+                    .all(|p| matches!(p, ProviderConfig::Dev(_)));
                 if !only_dev {
                     issues.add(
                         "session.cookie_secret",
@@ -910,6 +948,65 @@ mod tests {
         assert_eq!(keys(&dup), ["routes[1]"]);
         let bad_host = format!("{base}[[routes]]\nhost = \"http://x.com\"\nupstream = \"a\"\n");
         assert_eq!(keys(&bad_host), ["routes[0].host"]);
+    }
+
+    #[test]
+    fn sign_in_settings_are_checked() {
+        let base = "[upstreams.web]\nurl = \"http://a\"\n";
+        let dev = "[[providers]]\nkind = \"dev\"\nusers = [{ email = \"a@example.com\" }]\n";
+        assert_eq!(keys(&format!("{base}{dev}")), Vec::<String>::new());
+        assert_eq!(
+            keys(&format!("{base}[server]\nlisten = \"0.0.0.0:4180\"\n{dev}")),
+            ["providers[0]"]
+        );
+        assert_eq!(
+            keys(&format!(
+                "{base}[server]\nlisten = \"0.0.0.0:4180\"\n[session]\ncookie_secure = false\n"
+            )),
+            ["session.cookie_secure"]
+        );
+        assert_eq!(
+            keys(&format!("{base}[session]\ncookie_secret = \"c2hvcnQ=\"\n")),
+            ["session.cookie_secret"]
+        );
+        let err = Config::from_toml(&format!("{base}[session]\ncookie_secret = \"c2hvcnQ=\"\n"))
+            .unwrap_err();
+        assert!(err.to_string().contains("got 5"), "{err}");
+        assert_eq!(
+            keys(&format!(
+                "{base}[session]\ncookie_secret = \"x\"\ncookie_secret_file = \"/s\"\n"
+            )),
+            ["session.cookie_secret"]
+        );
+        assert_eq!(
+            keys(&format!(
+                "{base}[[providers]]\nkind = \"dev\"\nusers = []\n[[providers]]\nkind = \"dev\"\nusers = [{{ email = \"nope\" }}]\n"
+            )),
+            [
+                "providers[0].users",
+                "providers[1].id",
+                "providers[1].users[0].email"
+            ]
+        );
+        assert_eq!(
+            keys(&format!("{base}[[providers]]\nkind = \"saml\"\n")),
+            ["providers[0].kind"]
+        );
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_the_printed_config() {
+        let cfg = Config::from_toml(
+            "[upstreams.web]\nurl = \"http://a\"\n[session]\ncookie_secret = \"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\"\n",
+        )
+        .unwrap();
+        let printed = cfg.to_toml();
+        assert!(
+            printed.contains("cookie_secret = \"[redacted]\""),
+            "{printed}"
+        );
+        assert!(!printed.contains("MDEy"));
+        assert!(!format!("{cfg:?}").contains("MDEy"));
     }
 
     #[test]

@@ -87,7 +87,10 @@ mod tests {
             "x-forwarded-for",
             "accept",
         ] {
-            h.append(HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_static("forged"));
+            h.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_static("forged"),
+            );
         }
         strip(&mut h);
         let mut left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();

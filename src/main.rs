@@ -66,7 +66,9 @@ fn check_config(path: Option<PathBuf>) -> ExitCode {
 fn keygen() -> ExitCode {
     match stagedoor::secret::random_token() {
         Ok(token) => {
-            println!("# 32 random bytes, base64url: a session.cookie_secret. Keep it out of version control.");
+            println!(
+                "# 32 random bytes, base64url: a session.cookie_secret. Keep it out of version control."
+            );
             println!("{token}");
             ExitCode::SUCCESS
         }

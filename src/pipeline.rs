@@ -22,6 +22,7 @@ use http_body_util::BodyExt;
 use hyper::upgrade::OnUpgrade;
 
 use crate::access_log::{Entry, Logged};
+use crate::auth::Gate;
 use crate::error::{DisplayChain, ProxyError};
 use crate::forwarded::{self, Origin};
 use crate::headers::{strip_hop_by_hop, upgrade_protocol};
@@ -71,7 +72,10 @@ where
         Some((method, path, version)) => {
             let entry = Entry {
                 method,
-                host: host.as_ref().map(|h| h.as_str().to_string()).unwrap_or_default(),
+                host: host
+                    .as_ref()
+                    .map(|h| h.as_str().to_string())
+                    .unwrap_or_default(),
                 path,
                 version,
                 client: log.client,
@@ -107,8 +111,8 @@ async fn route(
             return auth.endpoint(&parts, body).await;
         }
         Some(auth) => match auth.gate(&parts) {
-            Ok(session) => Some(session),
-            Err(answer) => return answer,
+            Gate::Pass(session) => Some(session),
+            Gate::Answer(answer) => return answer,
         },
         None => None,
     };
@@ -116,7 +120,12 @@ async fn route(
     let result = match target(app, &parts, host) {
         Ok(upstream) => {
             log.upstream = Some(upstream.name().to_string());
-            forward(app, ctx, upstream, parts, body, host, session.as_ref(), &mut log.client).await
+            let to = Target {
+                upstream,
+                host,
+                session: session.as_ref(),
+            };
+            forward(app, ctx, to, parts, body, &mut log.client).await
         }
         Err(e) => Err(e),
     };
@@ -168,17 +177,27 @@ fn target<'a>(
         .ok_or(ProxyError::NoRoute)
 }
 
+/// Where a request goes and as whom.
+struct Target<'a> {
+    upstream: &'a Arc<Upstream>,
+    host: Option<&'a Authority>,
+    session: Option<&'a Session>,
+}
+
 /// Phases 2 to 4: build the upstream request, send it, shape the response.
 async fn forward(
     app: &App,
     ctx: &Ctx,
-    upstream: &Arc<Upstream>,
+    target: Target<'_>,
     mut parts: Parts,
     body: Body,
-    host: Option<&Authority>,
-    session: Option<&Session>,
     client: &mut IpAddr,
 ) -> Result<Response<Body>, ProxyError> {
+    let Target {
+        upstream,
+        host,
+        session,
+    } = target;
     let upgrade_to = if parts.version == Version::HTTP_11 {
         upgrade_protocol(&parts.headers)
     } else {

@@ -18,15 +18,17 @@ impl AllowedHosts {
 
     fn allows(&self, host: &str) -> bool {
         let host = host.to_ascii_lowercase();
-        self.0.iter().any(|allowed| match allowed.strip_prefix('.') {
-            Some(domain) => {
-                host == domain
-                    || host
-                        .strip_suffix(domain)
-                        .is_some_and(|sub| sub.ends_with('.') && sub.len() > 1)
-            }
-            None => host == *allowed,
-        })
+        self.0
+            .iter()
+            .any(|allowed| match allowed.strip_prefix('.') {
+                Some(domain) => {
+                    host == domain
+                        || host
+                            .strip_suffix(domain)
+                            .is_some_and(|sub| sub.ends_with('.') && sub.len() > 1)
+                }
+                None => host == *allowed,
+            })
     }
 }
 
@@ -77,7 +79,8 @@ mod tests {
 
     #[test]
     fn hostile_targets_are_refused() {
-        let allowed = AllowedHosts::new(&["backstage.example.com".into(), ".tools.example.com".into()]);
+        let allowed =
+            AllowedHosts::new(&["backstage.example.com".into(), ".tools.example.com".into()]);
         let table: &[(&str, bool)] = &[
             ("/", true),
             ("/catalog?filter=kind%3Duser#top", true),

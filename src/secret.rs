@@ -69,7 +69,9 @@ pub fn resolve(
         )),
         (Some(secret), None) => Ok(Some(secret.clone())),
         (None, Some(path)) => match std::fs::read_to_string(path) {
-            Ok(text) => Ok(Some(Secret(text.trim_end_matches(['\r', '\n']).to_string()))),
+            Ok(text) => Ok(Some(Secret(
+                text.trim_end_matches(['\r', '\n']).to_string(),
+            ))),
             Err(e) => Err((
                 format!("{key}_file"),
                 format!("cannot read {}: {e}", path.display()),
@@ -96,8 +98,14 @@ mod tests {
         let path = dir.path().join("s");
         std::fs::write(&path, "from-file\n").unwrap();
         let inline = Secret::new("x");
-        assert_eq!(resolve("k", None, Some(&path)).unwrap().unwrap().expose(), "from-file");
-        assert_eq!(resolve("k", Some(&inline), None).unwrap().unwrap().expose(), "x");
+        assert_eq!(
+            resolve("k", None, Some(&path)).unwrap().unwrap().expose(),
+            "from-file"
+        );
+        assert_eq!(
+            resolve("k", Some(&inline), None).unwrap().unwrap().expose(),
+            "x"
+        );
         assert_eq!(resolve("k", None, None).unwrap(), None);
         assert_eq!(resolve("k", Some(&inline), Some(&path)).unwrap_err().0, "k");
         let missing = dir.path().join("missing");

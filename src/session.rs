@@ -11,8 +11,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use cookie::{Cookie, CookieJar, Key, SameSite};
 use http::HeaderMap;
 use http::header::{self, HeaderValue};
-use serde::{Deserialize, Serialize};
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 /// Largest cookie value Stagedoor sets; browsers cap name plus value near 4096 bytes.
 const MAX_CHUNK: usize = 3800;
@@ -186,7 +186,10 @@ impl Codec {
             let chunks = sealed.as_bytes().chunks(MAX_CHUNK);
             for (i, chunk) in chunks.enumerate() {
                 // The sealed value is base64, so every chunk boundary is a char boundary.
-                names.push((format!("{base}_{i}"), String::from_utf8_lossy(chunk).into_owned()));
+                names.push((
+                    format!("{base}_{i}"),
+                    String::from_utf8_lossy(chunk).into_owned(),
+                ));
             }
         }
         let mut out: Vec<Cookie<'static>> = names
@@ -212,7 +215,12 @@ impl Codec {
     pub fn read_session(&self, request: &HeaderMap) -> Option<Session> {
         let base = &self.settings.name;
         let cookies = request_cookies(request);
-        let find = |name: &str| cookies.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+        let find = |name: &str| {
+            cookies
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+        };
         let sealed = match find(base) {
             Some(single) => single.to_string(),
             None => {
@@ -252,7 +260,11 @@ impl Codec {
     }
 
     /// The short-lived cookie that carries sign-in state between start and callback.
-    pub fn write_csrf<T: Serialize>(&self, state: &T, lifetime: Duration) -> Option<Cookie<'static>> {
+    pub fn write_csrf<T: Serialize>(
+        &self,
+        state: &T,
+        lifetime: Duration,
+    ) -> Option<Cookie<'static>> {
         let sealed = self.seal(&self.csrf_name, serde_json::to_string(state).ok()?)?;
         let mut c = self.base_cookie(self.csrf_name.clone(), sealed);
         c.set_max_age(cookie::time::Duration::seconds(
@@ -313,7 +325,10 @@ fn request_cookies(request: &HeaderMap) -> Vec<(String, String)> {
 }
 
 fn request_cookie_names(request: &HeaderMap) -> Vec<String> {
-    request_cookies(request).into_iter().map(|(n, _)| n).collect()
+    request_cookies(request)
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect()
 }
 
 #[cfg(test)]
@@ -337,7 +352,9 @@ mod tests {
             email_verified: true,
             username: Some("alice".into()),
             name: Some("Alice".into()),
-            groups: (0..groups).map(|i| format!("group-with-a-long-name-{i:04}")).collect(),
+            groups: (0..groups)
+                .map(|i| format!("group-with-a-long-name-{i:04}"))
+                .collect(),
             provider: "dev".into(),
             created_at: now(),
             expires_at: now() + 3600,
@@ -352,7 +369,10 @@ mod tests {
             .map(|c| format!("{}={}", c.name(), c.value()))
             .collect();
         let mut h = HeaderMap::new();
-        h.insert(header::COOKIE, HeaderValue::from_str(&pairs.join("; ")).unwrap());
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_str(&pairs.join("; ")).unwrap(),
+        );
         h
     }
 
@@ -365,9 +385,15 @@ mod tests {
         let cookies = codec.write_session(&session(2), &HeaderMap::new());
         assert_eq!(cookies.len(), 1);
         let c = &cookies[0];
-        assert_eq!((c.http_only(), c.secure(), c.same_site()), (Some(true), Some(true), Some(SameSite::Lax)));
+        assert_eq!(
+            (c.http_only(), c.secure(), c.same_site()),
+            (Some(true), Some(true), Some(SameSite::Lax))
+        );
         assert!(!c.value().contains("alice"), "the session is encrypted");
-        assert_eq!(codec.read_session(&request_with(&cookies)), Some(session(2)));
+        assert_eq!(
+            codec.read_session(&request_with(&cookies)),
+            Some(session(2))
+        );
     }
 
     #[test]
@@ -381,17 +407,27 @@ mod tests {
 
         // A smaller session written over it clears the stale chunks.
         let small = codec.write_session(&session(1), &request_with(&cookies));
-        let removed: Vec<&str> = small.iter().filter(|c| c.value().is_empty()).map(|c| c.name()).collect();
+        let removed: Vec<&str> = small
+            .iter()
+            .filter(|c| c.value().is_empty())
+            .map(|c| c.name())
+            .collect();
         assert_eq!(removed.len(), cookies.len());
 
         // Reordered or missing chunks do not open.
         let mut shuffled = cookies.clone();
-        let (a, b) = (shuffled[0].value().to_string(), shuffled[1].value().to_string());
+        let (a, b) = (
+            shuffled[0].value().to_string(),
+            shuffled[1].value().to_string(),
+        );
         shuffled[0].set_value(b);
         shuffled[1].set_value(a);
         assert_eq!(codec.read_session(&request_with(&shuffled)), None);
         assert_eq!(codec.read_session(&request_with(&cookies[1..])), None);
-        assert_eq!(codec.read_session(&request_with(&cookies[..cookies.len() - 1])), None);
+        assert_eq!(
+            codec.read_session(&request_with(&cookies[..cookies.len() - 1])),
+            None
+        );
     }
 
     #[test]
@@ -416,7 +452,9 @@ mod tests {
         assert_eq!(codec.read_session(&request_with(&expired)), None);
 
         // A cookie sealed under another name (the CSRF cookie) does not open as a session.
-        let csrf = codec.write_csrf(&session(0), Duration::from_secs(60)).unwrap();
+        let csrf = codec
+            .write_csrf(&session(0), Duration::from_secs(60))
+            .unwrap();
         let renamed = Cookie::new("_stagedoor", csrf.value().to_string());
         assert_eq!(codec.read_session(&request_with(&[renamed])), None);
     }
@@ -426,7 +464,10 @@ mod tests {
         let old = Codec::new(OTHER, &[], settings());
         let cookies = old.write_session(&session(0), &HeaderMap::new());
         let rotated = Codec::new(SECRET, &[OTHER.to_vec()], settings());
-        assert_eq!(rotated.read_session(&request_with(&cookies)), Some(session(0)));
+        assert_eq!(
+            rotated.read_session(&request_with(&cookies)),
+            Some(session(0))
+        );
     }
 
     #[test]
@@ -438,7 +479,10 @@ mod tests {
             HeaderValue::from_static("backstage=1; _stagedoor=x; _stagedoor_0=y; _stagedoor_csrf=z; _stagedoor_x=keep; theme=dark"),
         );
         codec.strip_own(&mut h);
-        assert_eq!(h[header::COOKIE], "backstage=1; _stagedoor_x=keep; theme=dark");
+        assert_eq!(
+            h[header::COOKIE],
+            "backstage=1; _stagedoor_x=keep; theme=dark"
+        );
         let mut only_ours = HeaderMap::new();
         only_ours.insert(header::COOKIE, HeaderValue::from_static("_stagedoor=x"));
         codec.strip_own(&mut only_ours);

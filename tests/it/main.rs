@@ -7,6 +7,7 @@ mod cli;
 mod limits;
 mod proxy;
 mod shutdown;
+mod signin;
 mod streaming;
 mod support;
 mod tls;

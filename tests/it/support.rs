@@ -297,3 +297,130 @@ pub async fn mtls_upstream(acceptor: tokio_rustls::TlsAcceptor) -> SocketAddr {
     });
     addr
 }
+
+/// A cookie-keeping HTTP/1.1 client that does not follow redirects, so tests see every hop.
+pub struct Browser {
+    pub addr: SocketAddr,
+    pub jar: std::collections::BTreeMap<String, String>,
+}
+
+/// A response as a browser sees it.
+pub struct Page {
+    pub status: http::StatusCode,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+impl Page {
+    pub fn location(&self) -> &str {
+        self.headers
+            .get("location")
+            .map(|v| v.to_str().unwrap())
+            .unwrap_or_default()
+    }
+
+    pub fn set_cookies(&self) -> Vec<String> {
+        self.headers
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect()
+    }
+}
+
+impl Browser {
+    pub fn new(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            jar: Default::default(),
+        }
+    }
+
+    pub async fn get(&mut self, path: &str) -> Page {
+        self.send("GET", path, &[], Bytes::new()).await
+    }
+
+    pub async fn post_form(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
+        let body: String = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form)
+            .finish();
+        self.send(
+            "POST",
+            path,
+            &[("content-type", "application/x-www-form-urlencoded")],
+            Bytes::from(body),
+        )
+        .await
+    }
+
+    pub async fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Page {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", self.addr));
+        if !headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("accept"))
+        {
+            req = req.header("accept", "text/html,application/xhtml+xml,*/*;q=0.8");
+        }
+        if !self.jar.is_empty() {
+            let cookies: Vec<String> = self.jar.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            req = req.header("cookie", cookies.join("; "));
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = client()
+            .request(req.body(Full::new(body)).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let page = Page {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        };
+        for set in page.set_cookies() {
+            let cookie = cookie::Cookie::parse(set).unwrap();
+            let removed = cookie
+                .max_age()
+                .is_some_and(|a| a.is_zero() || a.is_negative());
+            if removed || cookie.value().is_empty() {
+                self.jar.remove(cookie.name());
+            } else {
+                self.jar
+                    .insert(cookie.name().to_string(), cookie.value().to_string());
+            }
+        }
+        page
+    }
+}
+
+/// A configuration with the development provider in front of `upstream`.
+pub fn dev_config(upstream: &Upstream, extra: &str) -> Config {
+    config(&format!(
+        r#"
+        [upstreams.web]
+        url = "{}"
+        [session]
+        cookie_secure = false
+        cookie_secret = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+        [[providers]]
+        kind = "dev"
+        users = [
+          {{ email = "alice@example.com", name = "Alice", groups = ["engineering", "admins"] }},
+          {{ email = "bob@example.com", name = "Bob", email_verified = false }},
+        ]
+        {extra}
+        "#,
+        upstream.url()
+    ))
+}
