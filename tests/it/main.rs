@@ -3,6 +3,7 @@
 // Test code may fail loudly: a panic is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod browser;
 mod cli;
 mod limits;
 mod proxy;

@@ -1,0 +1,90 @@
+//! Stagedoor's pages in a real browser: headless Chromium driven by playwright-core
+//! (`tests/browser/signin.mjs`). `.ci/run` installs Debian's chromium and the npm package.
+
+use std::process::Command;
+
+use http::Response;
+
+use crate::support::{Upstream, config, start};
+
+/// An upstream page that shows who it was told the user is.
+async fn whoami_upstream() -> Upstream {
+    Upstream::start(|req| async move {
+        let email = req
+            .headers()
+            .get("x-forwarded-email")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("nobody")
+            .to_string();
+        let html = format!(
+            "<!doctype html><html lang=\"en\"><title>Backstage</title><h1>Catalog</h1><p>Signed in as {email}</p></html>"
+        );
+        let mut response = Response::new(stagedoor::full(html));
+        response
+            .headers_mut()
+            .insert("content-type", "text/html; charset=utf-8".parse().unwrap());
+        response
+    })
+    .await
+}
+
+const PROVIDERS: &str = r#"
+[[providers]]
+kind = "dev"
+users = [
+  { email = "alice@example.com", name = "Alice Liddell", groups = ["engineering", "backstage-admins"] },
+  { email = "bob@example.com", name = "Bob Builder", groups = ["contractors"] },
+]
+"#;
+
+#[tokio::test]
+async fn sign_in_pages_in_headless_chromium() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/signin.mjs");
+    let modules = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/browser/node_modules/playwright-core"
+    );
+    assert!(
+        std::path::Path::new(modules).is_dir(),
+        "playwright-core is not installed: run `npm ci --prefix tests/browser` (bash .ci/run does)"
+    );
+    assert!(
+        std::path::Path::new("/usr/bin/chromium").exists(),
+        "Chromium is not installed: `apt-get install chromium` (bash .ci/run does)"
+    );
+
+    let up = whoami_upstream().await;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_url = format!("http://{}", dead.local_addr().unwrap());
+    drop(dead);
+    let session = "[session]\ncookie_secure = false\n";
+    let single = start(config(&format!(
+        "[upstreams.web]\nurl = \"{}\"\n[upstreams.dead]\nurl = \"{dead_url}\"\n[[routes]]\nupstream = \"web\"\n[[routes]]\npath_prefix = \"/broken\"\nupstream = \"dead\"\n{session}{PROVIDERS}",
+        up.url()
+    )))
+    .await;
+    let chooser = start(config(&format!(
+        "[upstreams.web]\nurl = \"{}\"\n{session}{PROVIDERS}[[providers]]\nkind = \"dev\"\nid = \"contractors\"\ndisplay_name = \"Contractor sign-in\"\nusers = [{{ email = \"carol@example.net\", name = \"Carol\" }}]\n",
+        up.url()
+    )))
+    .await;
+
+    let shots = concat!(env!("CARGO_TARGET_TMPDIR"), "/browser-shots");
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg(script)
+            .env("STAGEDOOR_URL", format!("http://{}", single.addr()))
+            .env("CHOOSER_URL", format!("http://{}", chooser.addr()))
+            .env("SHOTS_DIR", shots)
+            .output()
+    });
+    let output = output.await.unwrap().expect("node runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("{stdout}");
+    assert!(
+        output.status.success(),
+        "browser test failed:\n{stdout}\n{stderr}"
+    );
+    assert_eq!(stdout.matches(" ok").count(), 6, "{stdout}");
+}
