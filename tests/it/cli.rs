@@ -131,8 +131,9 @@ fn runs_until_sigterm_and_exits_0() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let event = lines
+        .by_ref()
         .map_while(Result::ok)
         .map(|line| serde_json::from_str::<serde_json::Value>(&line).unwrap())
         .find(|event| event["message"] == "listening")
@@ -145,6 +146,9 @@ fn runs_until_sigterm_and_exits_0() {
         .status()
         .unwrap();
     assert!(killed.success());
+    // Read the shutdown messages to the end, so the child never writes into a closed pipe.
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(rest.iter().any(|l| l.contains("shutting down")), "{rest:?}");
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         if let Some(status) = child.try_wait().unwrap() {
