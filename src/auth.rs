@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{Config, ConfigError, DevProviderConfig, ProviderConfig, decode_cookie_secret};
 use crate::error::{error_response, json_response, wants_json};
 use crate::pages::{self, Choice, DevChoice};
+use crate::providers::oidc::OidcProvider;
 use crate::redirect::{self, AllowedHosts};
 use crate::session::{Codec, CookieSettings, Session, now};
 use crate::{Body, empty};
@@ -42,6 +43,35 @@ struct LoginState {
     idp: String,
     /// Unix time after which this sign-in attempt is void.
     exp: u64,
+    /// OpenID Connect nonce, checked in the ID token.
+    #[serde(rename = "n", default, skip_serializing_if = "Option::is_none")]
+    nonce: Option<String>,
+    /// PKCE code verifier for the code exchange.
+    #[serde(rename = "pk", default, skip_serializing_if = "Option::is_none")]
+    pkce: Option<String>,
+}
+
+/// A configured provider, ready to sign people in.
+#[derive(Debug)]
+enum Provider {
+    Dev(DevProviderConfig),
+    Oidc(Box<OidcProvider>),
+}
+
+impl Provider {
+    fn id(&self) -> &str {
+        match self {
+            Self::Dev(dev) => &dev.id,
+            Self::Oidc(oidc) => oidc.id(),
+        }
+    }
+
+    fn label(&self) -> &str {
+        match self {
+            Self::Dev(dev) => &dev.display_name,
+            Self::Oidc(oidc) => oidc.display_name(),
+        }
+    }
 }
 
 /// What the gate decided about a request that is not for Stagedoor's own endpoints.
@@ -60,7 +90,7 @@ pub struct Auth {
     api_paths: Vec<String>,
     redirect_hosts: AllowedHosts,
     codec: Codec,
-    providers: Vec<ProviderConfig>,
+    providers: Vec<Provider>,
 }
 
 impl Auth {
@@ -99,12 +129,37 @@ impl Auth {
                 expire: session.expire,
             },
         );
+        let callback = format!(
+            "{}{}/callback",
+            config
+                .auth
+                .public_url
+                .as_deref()
+                .unwrap_or_default()
+                .trim_end_matches('/'),
+            config.auth.prefix
+        );
+        let mut providers = Vec::new();
+        for (i, provider) in config.providers.iter().enumerate() {
+            providers.push(match provider {
+                ProviderConfig::Dev(dev) => Provider::Dev(dev.clone()),
+                ProviderConfig::Oidc(oidc) => {
+                    let key = format!("providers[{i}]");
+                    let secret = oidc
+                        .secret(&key)
+                        .map_err(|(k, msg)| ConfigError::single(k, msg))?;
+                    let built = OidcProvider::new(oidc.as_ref().clone(), secret, &callback)
+                        .map_err(|e| ConfigError::single(key, e))?;
+                    Provider::Oidc(Box::new(built))
+                }
+            });
+        }
         Ok(Some(Self {
             prefix: config.auth.prefix.clone(),
             api_paths: config.auth.api_paths.clone(),
             redirect_hosts: AllowedHosts::new(&config.auth.allowed_redirect_hosts),
             codec,
-            providers: config.providers.clone(),
+            providers,
         }))
     }
 
@@ -170,7 +225,8 @@ impl Auth {
         let query = parts.uri.query().unwrap_or_default();
         let accept = parts.headers.get(header::ACCEPT);
         match (&parts.method, sub) {
-            (&Method::GET, "/start") => self.start(query),
+            (&Method::GET, "/start") => self.start(query).await,
+            (&Method::GET, "/callback") => self.callback(parts, query).await,
             (&Method::GET, "/dev") => self.dev_form(parts, query),
             (&Method::POST, "/dev") => match read_form(body).await {
                 Some(form) => self.dev_sign_in(parts, &form),
@@ -182,7 +238,7 @@ impl Auth {
             },
             (&Method::GET | &Method::POST, "/sign_out") => self.sign_out(parts, query),
             (&Method::GET, "/userinfo") => self.userinfo(parts),
-            (_, "/start" | "/dev" | "/sign_out" | "/userinfo") => error_response(
+            (_, "/start" | "/callback" | "/dev" | "/sign_out" | "/userinfo") => error_response(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "This method is not allowed here.",
                 accept,
@@ -208,7 +264,7 @@ impl Auth {
         }
     }
 
-    fn start(&self, query: &str) -> Response<Body> {
+    async fn start(&self, query: &str) -> Response<Body> {
         let rd = self.safe_rd(param(query, "rd").as_deref());
         let chosen = match param(query, "provider") {
             Some(id) => match self.providers.iter().find(|p| p.id() == id) {
@@ -239,9 +295,7 @@ impl Auth {
                             p.id(),
                             encode(&rd)
                         ),
-                        label: match p {
-                            ProviderConfig::Dev(dev) => &dev.display_name,
-                        },
+                        label: p.label(),
                     })
                     .collect();
                 return pages::html(StatusCode::OK, pages::chooser(&choices));
@@ -254,20 +308,84 @@ impl Auth {
                 None,
             );
         };
-        let login = LoginState {
+        let mut login = LoginState {
             state: state.clone(),
             rd,
             idp: chosen.id().to_string(),
             exp: now() + LOGIN_LIFETIME.as_secs(),
+            nonce: None,
+            pkce: None,
         };
         let location = match chosen {
-            ProviderConfig::Dev(_) => format!("{}/dev?state={}", self.prefix, encode(&state)),
+            Provider::Dev(_) => format!("{}/dev?state={}", self.prefix, encode(&state)),
+            Provider::Oidc(oidc) => match oidc.authorize(&state).await {
+                Ok(authorization) => {
+                    login.nonce = Some(authorization.nonce);
+                    login.pkce = Some(authorization.pkce_verifier);
+                    authorization.url
+                }
+                Err(e) => {
+                    tracing::warn!(provider = %oidc.id(), error = %e, "cannot start sign-in");
+                    return provider_unavailable();
+                }
+            },
         };
         let mut response = redirect_to(&location);
         if let Some(cookie) = self.codec.write_csrf(&login, LOGIN_LIFETIME) {
             set_cookie(&mut response, &cookie);
         }
         response
+    }
+
+    /// The provider's answer: `code` and `state`, or `error`.
+    async fn callback(&self, parts: &Parts, query: &str) -> Response<Body> {
+        if let Some(error) = param(query, "error") {
+            // Only a plain error code is echoed; a description could be anyone's text.
+            let code: String = error
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .take(64)
+                .collect();
+            tracing::info!(error = %code, "identity provider refused the sign-in");
+            return pages::html(
+                StatusCode::FORBIDDEN,
+                pages::message(
+                    "Sign-in not completed",
+                    &format!("The identity provider did not sign you in ({code})."),
+                    Some((&format!("{}/start", self.prefix), "Try again")),
+                ),
+            );
+        }
+        let Some(login) = self.login_state(parts, param(query, "state").as_deref()) else {
+            return self.expired_sign_in();
+        };
+        let provider = self.providers.iter().find_map(|p| match p {
+            Provider::Oidc(oidc) if oidc.id() == login.idp => Some(oidc),
+            _ => None,
+        });
+        let (Some(provider), Some(code), Some(nonce), Some(pkce)) =
+            (provider, param(query, "code"), &login.nonce, &login.pkce)
+        else {
+            return self.expired_sign_in();
+        };
+        let lifetime = self.codec.settings().expire;
+        match provider.redeem(&code, pkce, nonce, lifetime).await {
+            Ok(session) => {
+                tracing::info!(user = %session.user(), provider = %session.provider, "signed in");
+                self.signed_in(parts, &session, &login.rd)
+            }
+            Err(e) => {
+                tracing::warn!(provider = %provider.id(), error = %e, "sign-in failed");
+                pages::html(
+                    StatusCode::BAD_GATEWAY,
+                    pages::message(
+                        "Sign-in failed",
+                        "The identity provider's answer could not be verified. Try again in a moment.",
+                        Some((&format!("{}/start", self.prefix), "Try again")),
+                    ),
+                )
+            }
+        }
     }
 
     /// The sign-in attempt in the CSRF cookie, if `state` matches it and it is still fresh.
@@ -284,7 +402,7 @@ impl Auth {
 
     fn dev_provider(&self, id: &str) -> Option<&DevProviderConfig> {
         self.providers.iter().find_map(|p| match p {
-            ProviderConfig::Dev(dev) if dev.id == id => Some(dev),
+            Provider::Dev(dev) if dev.id == id => Some(dev),
             _ => None,
         })
     }
@@ -368,6 +486,7 @@ impl Auth {
             provider: dev.id.clone(),
             created_at: created,
             expires_at: created + self.codec.settings().expire.as_secs(),
+            tokens: None,
         };
         tracing::info!(user = %session.user(), provider = %session.provider, "signed in");
         self.signed_in(parts, &session, &login.rd)
@@ -429,6 +548,17 @@ impl Auth {
             ),
         }
     }
+}
+
+fn provider_unavailable() -> Response<Body> {
+    pages::html(
+        StatusCode::BAD_GATEWAY,
+        pages::message(
+            "Sign-in unavailable",
+            "The identity provider cannot be reached right now. Try again in a moment.",
+            None,
+        ),
+    )
 }
 
 fn redirect_to(location: &str) -> Response<Body> {

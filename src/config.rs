@@ -69,11 +69,17 @@ pub struct AuthConfig {
     /// paths: `backstage.example.com`, or `.example.com` for a domain and its subdomains.
     /// Default: none.
     pub allowed_redirect_hosts: Vec<String>,
+    /// The address users reach Stagedoor at, e.g. `https://backstage.example.com`. The callback
+    /// URL registered at identity providers is this plus `{prefix}/callback`; it never comes
+    /// from a request's Host header. Required with any provider other than `dev`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
 }
 
 impl Default for AuthConfig {
     fn default() -> Self {
         Self {
+            public_url: None,
             prefix: "/oauth2".into(),
             api_paths: vec!["/api/".into()],
             allowed_redirect_hosts: Vec::new(),
@@ -130,6 +136,8 @@ pub enum ProviderConfig {
     /// Signs in as one of a fixed list of users from a form. For trying Stagedoor and for local
     /// development only: refused unless `server.listen` is a loopback address.
     Dev(DevProviderConfig),
+    /// Any OpenID Connect provider, found by discovery from its issuer URL.
+    Oidc(Box<OidcProviderConfig>),
 }
 
 impl ProviderConfig {
@@ -137,7 +145,82 @@ impl ProviderConfig {
     pub fn id(&self) -> &str {
         match self {
             Self::Dev(dev) => &dev.id,
+            Self::Oidc(oidc) => &oidc.id,
         }
+    }
+}
+
+/// An OpenID Connect provider.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OidcProviderConfig {
+    /// Id. Default `oidc`.
+    #[serde(default = "default_oidc_id")]
+    pub id: String,
+    /// Label on the sign-in chooser. Default "OpenID Connect".
+    #[serde(default = "default_oidc_label")]
+    pub display_name: String,
+    /// Issuer URL; `/.well-known/openid-configuration` is read from under it.
+    pub issuer: String,
+    /// Client id registered at the provider.
+    pub client_id: String,
+    /// Client secret (or `client_secret_file`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<Secret>,
+    /// File holding the client secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret_file: Option<PathBuf>,
+    /// Scopes requested. Default `["openid", "email", "profile"]`.
+    #[serde(default = "default_scopes")]
+    pub scopes: Vec<String>,
+    /// Extra parameters for the authorization request, e.g. `{ prompt = "select_account" }`.
+    #[serde(default)]
+    pub extra_auth_params: BTreeMap<String, String>,
+    /// Claim holding the email address. Default `email`.
+    #[serde(default = "default_email_claim")]
+    pub email_claim: String,
+    /// Claim holding the username. Default `preferred_username`.
+    #[serde(default = "default_username_claim")]
+    pub username_claim: String,
+    /// Claim holding groups; dotted paths reach nested claims (`realm_access.roles`).
+    /// Default `groups`.
+    #[serde(default = "default_groups_claim")]
+    pub groups_claim: String,
+    /// Read the userinfo endpoint for claims the ID token lacks. Default true.
+    #[serde(default = "default_true")]
+    pub use_userinfo: bool,
+    /// PEM bundle of CAs for the provider, instead of the system's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+}
+
+fn default_oidc_id() -> String {
+    "oidc".into()
+}
+fn default_oidc_label() -> String {
+    "OpenID Connect".into()
+}
+fn default_scopes() -> Vec<String> {
+    vec!["openid".into(), "email".into(), "profile".into()]
+}
+fn default_email_claim() -> String {
+    "email".into()
+}
+fn default_username_claim() -> String {
+    "preferred_username".into()
+}
+fn default_groups_claim() -> String {
+    "groups".into()
+}
+
+impl OidcProviderConfig {
+    /// The client secret, from `client_secret` or `client_secret_file`.
+    pub fn secret(&self, key: &str) -> Result<Option<Secret>, (String, String)> {
+        crate::secret::resolve(
+            &format!("{key}.client_secret"),
+            self.client_secret.as_ref(),
+            self.client_secret_file.as_deref(),
+        )
     }
 }
 
@@ -744,6 +827,7 @@ impl Config {
                         }
                     }
                 }
+                ProviderConfig::Oidc(oidc) => self.validate_oidc(issues, &key, oidc.as_ref()),
             }
         }
 
@@ -799,6 +883,40 @@ impl Config {
         }
     }
 
+    fn validate_oidc(&self, issues: &mut Issues, key: &str, oidc: &OidcProviderConfig) {
+        match url_with_scheme(&oidc.issuer) {
+            Ok(https) if !https && !is_loopback_url(&oidc.issuer) => issues.add(
+                format!("{key}.issuer"),
+                "must be https:// (plain http is accepted only for a loopback issuer)",
+            ),
+            Ok(_) => {}
+            Err(e) => issues.add(format!("{key}.issuer"), e),
+        }
+        if oidc.client_id.is_empty() {
+            issues.add(format!("{key}.client_id"), "must not be empty");
+        }
+        if let Err((k, msg)) = oidc.secret(key) {
+            issues.add(k, msg);
+        }
+        if !oidc.scopes.iter().any(|s| s == "openid") {
+            issues.add(format!("{key}.scopes"), "must include \"openid\"");
+        }
+        match &self.auth.public_url {
+            None => issues.add(
+                "auth.public_url",
+                format!(
+                    "required by {key} ({}): the address users reach Stagedoor at, e.g. \"https://backstage.example.com\"",
+                    oidc.id
+                ),
+            ),
+            Some(url) => {
+                if let Err(e) = url_with_scheme(url) {
+                    issues.add("auth.public_url", e);
+                }
+            }
+        }
+    }
+
     /// The cookie secret, from `cookie_secret` or `cookie_secret_file`.
     pub fn cookie_secret(&self) -> Result<Option<Secret>, (String, String)> {
         crate::secret::resolve(
@@ -813,6 +931,29 @@ impl Config {
         toml::to_string_pretty(self)
             .unwrap_or_else(|e| format!("# could not render configuration: {e}\n"))
     }
+}
+
+/// Checks an absolute http(s) URL; `Ok(true)` for https.
+fn url_with_scheme(url: &str) -> Result<bool, String> {
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    match (uri.scheme_str(), uri.host()) {
+        (Some("https"), Some(_)) => Ok(true),
+        (Some("http"), Some(_)) => Ok(false),
+        _ => Err(format!("{url:?} must be an http:// or https:// URL")),
+    }
+}
+
+fn is_loopback_url(url: &str) -> bool {
+    url.parse::<http::Uri>()
+        .ok()
+        .and_then(|u| u.host().map(str::to_string))
+        .is_some_and(|h| {
+            h == "localhost"
+                || h.parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        })
 }
 
 /// Decodes a cookie secret (base64 or base64url, padded or not) into its bytes.

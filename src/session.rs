@@ -49,6 +49,43 @@ pub struct Session {
     /// Unix time the session ends.
     #[serde(rename = "exp")]
     pub expires_at: u64,
+    /// The provider's tokens, for refresh and for later forwarding.
+    #[serde(rename = "tk", default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<Tokens>,
+}
+
+/// Tokens from the provider. `Debug` never prints them.
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Tokens {
+    /// Access token.
+    #[serde(rename = "at", default, skip_serializing_if = "Option::is_none")]
+    pub access_token: Option<String>,
+    /// Refresh token.
+    #[serde(rename = "rt", default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    /// ID token (compact JWT).
+    #[serde(rename = "it", default, skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
+    /// Unix time the access token expires.
+    #[serde(rename = "ax", default, skip_serializing_if = "Option::is_none")]
+    pub access_expires_at: Option<u64>,
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokens")
+            .field(
+                "access_token",
+                &self.access_token.as_ref().map(|_| "[redacted]"),
+            )
+            .field(
+                "refresh_token",
+                &self.refresh_token.as_ref().map(|_| "[redacted]"),
+            )
+            .field("id_token", &self.id_token.as_ref().map(|_| "[redacted]"))
+            .field("access_expires_at", &self.access_expires_at)
+            .finish()
+    }
 }
 
 impl Session {
@@ -358,6 +395,7 @@ mod tests {
             provider: "dev".into(),
             created_at: now(),
             expires_at: now() + 3600,
+            tokens: None,
         }
     }
 

@@ -1,5 +1,5 @@
 //! Stagedoor's pages in a real browser: headless Chromium driven by playwright-core
-//! (`tests/browser/signin.mjs`). `.ci/run` installs Debian's chromium and the npm package.
+//! (`tests/node/signin.mjs`). `.ci/run` installs Debian's chromium and the npm package.
 
 use std::process::Command;
 
@@ -39,14 +39,14 @@ users = [
 
 #[tokio::test]
 async fn sign_in_pages_in_headless_chromium() {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/signin.mjs");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node/signin.mjs");
     let modules = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/tests/browser/node_modules/playwright-core"
+        "/tests/node/node_modules/playwright-core"
     );
     assert!(
         std::path::Path::new(modules).is_dir(),
-        "playwright-core is not installed: run `npm ci --prefix tests/browser` (bash .ci/run does)"
+        "playwright-core is not installed: run `npm ci --prefix tests/node` (bash .ci/run does)"
     );
     assert!(
         std::path::Path::new("/usr/bin/chromium").exists(),

@@ -6,6 +6,7 @@
 mod browser;
 mod cli;
 mod limits;
+mod oidc;
 mod proxy;
 mod shutdown;
 mod signin;

@@ -302,6 +302,8 @@ pub async fn mtls_upstream(acceptor: tokio_rustls::TlsAcceptor) -> SocketAddr {
 pub struct Browser {
     pub addr: SocketAddr,
     pub jar: std::collections::BTreeMap<String, String>,
+    /// `http://host:port` of the last request, for relative redirects.
+    pub last_origin: String,
 }
 
 /// A response as a browser sees it.
@@ -333,6 +335,7 @@ impl Browser {
         Self {
             addr,
             jar: Default::default(),
+            last_origin: format!("http://{addr}"),
         }
     }
 
@@ -360,9 +363,14 @@ impl Browser {
         headers: &[(&str, &str)],
         body: Bytes,
     ) -> Page {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(format!("http://{}{path}", self.addr));
+        let uri = if path.starts_with("http://") {
+            path.to_string()
+        } else {
+            format!("http://{}{path}", self.addr)
+        };
+        let parsed: http::Uri = uri.parse().unwrap_or_else(|e| panic!("{uri}: {e}"));
+        self.last_origin = format!("http://{}", parsed.authority().unwrap());
+        let mut req = Request::builder().method(method).uri(uri);
         if !headers
             .iter()
             .any(|(k, _)| k.eq_ignore_ascii_case("accept"))
@@ -423,4 +431,62 @@ pub fn dev_config(upstream: &Upstream, extra: &str) -> Config {
         "#,
         upstream.url()
     ))
+}
+
+/// A real OpenID provider (the `oidc-provider` npm package) on loopback, for one client whose
+/// callback is `redirect_uri`. Stopped when dropped.
+pub struct OpenIdProvider {
+    pub issuer: String,
+    child: std::process::Child,
+}
+
+impl Drop for OpenIdProvider {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl OpenIdProvider {
+    pub fn start(redirect_uri: &str, access_token_ttl: u32) -> Self {
+        use std::io::BufRead;
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node/oidc-provider.mjs");
+        let modules = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/node/node_modules/oidc-provider"
+        );
+        assert!(
+            std::path::Path::new(modules).is_dir(),
+            "oidc-provider is not installed: run `npm ci --prefix tests/node` (bash .ci/run does)"
+        );
+        let mut child = std::process::Command::new("node")
+            .arg(script)
+            .env("REDIRECT_URI", redirect_uri)
+            .env("CLIENT_ID", "stagedoor")
+            .env("CLIENT_SECRET", "stagedoor-secret")
+            .env("ACCESS_TOKEN_TTL", access_token_ttl.to_string())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("node runs");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let issuer = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .find_map(|l| l.strip_prefix("listening ").map(str::to_string))
+            .expect("oidc-provider started");
+        // Keep reading its output so it never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Self { issuer, child }
+    }
+}
+
+/// A free loopback port, for a server whose address must be known before it starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }

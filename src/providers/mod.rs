@@ -1,0 +1,4 @@
+//! Identity providers: the clients Stagedoor uses to sign people in.
+
+pub mod http;
+pub mod oidc;

@@ -1,0 +1,459 @@
+//! OpenID Connect sign-in: discovery, authorization code flow with PKCE (S256), `state` and
+//! `nonce`, ID token verification (signature from the JWKS, `iss`, `aud`, `azp`, `exp`, `iat`,
+//! `nonce`, `at_hash`), and the userinfo endpoint.
+//!
+//! The provider's metadata and keys are fetched on first use and kept for an hour. When an ID
+//! token names a key Stagedoor does not know (the provider rotated its keys), they are fetched
+//! again at once, at most every 30 seconds.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use openidconnect::core::{
+    CoreAuthenticationFlow, CoreClient, CoreIdToken, CoreIdTokenClaims, CoreProviderMetadata,
+    CoreTokenResponse,
+};
+use openidconnect::{
+    AccessTokenHash, AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret, CsrfToken,
+    EndpointMaybeSet, EndpointNotSet, EndpointSet, IssuerUrl, Nonce, OAuth2TokenResponse,
+    PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RefreshToken, Scope,
+    SignatureVerificationError, TokenResponse,
+};
+use serde_json::Value;
+use tokio::sync::Mutex;
+
+use super::http::{HttpError, IdpClient};
+use crate::config::OidcProviderConfig;
+use crate::secret::Secret;
+use crate::session::{Session, Tokens, now};
+
+type Client = CoreClient<
+    EndpointSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointMaybeSet,
+    EndpointMaybeSet,
+>;
+
+/// How long discovered metadata and keys are trusted before they are fetched again.
+const METADATA_TTL: Duration = Duration::from_secs(3600);
+/// Least time between two fetches forced by an unknown key.
+const REFETCH_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Why an OpenID Connect step failed. Shown to the user only as a generic sentence.
+#[derive(Debug, thiserror::Error)]
+pub enum OidcError {
+    /// Discovery failed: the issuer is down, or its metadata is invalid.
+    #[error("discovery failed: {0}")]
+    Discovery(String),
+    /// The token endpoint refused or failed.
+    #[error("token request failed: {0}")]
+    Token(String),
+    /// The ID token did not verify.
+    #[error("ID token rejected: {0}")]
+    IdToken(String),
+}
+
+struct Discovered {
+    client: Client,
+    userinfo: Option<String>,
+    fetched: Instant,
+}
+
+/// What the browser is sent to, and what the callback must check.
+#[derive(Debug)]
+pub struct Authorization {
+    /// The provider's authorization URL.
+    pub url: String,
+    /// Nonce bound into the ID token.
+    pub nonce: String,
+    /// PKCE verifier for the code exchange.
+    pub pkce_verifier: String,
+}
+
+/// One OpenID Connect provider.
+pub struct OidcProvider {
+    config: OidcProviderConfig,
+    secret: Option<Secret>,
+    redirect: RedirectUrl,
+    http: IdpClient,
+    discovered: Mutex<Option<Arc<Discovered>>>,
+}
+
+impl std::fmt::Debug for OidcProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OidcProvider")
+            .field("id", &self.config.id)
+            .field("issuer", &self.config.issuer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OidcProvider {
+    /// A provider that sends browsers back to `callback_url`.
+    pub fn new(
+        config: OidcProviderConfig,
+        secret: Option<Secret>,
+        callback_url: &str,
+    ) -> Result<Self, String> {
+        let redirect = RedirectUrl::new(callback_url.to_string()).map_err(|e| e.to_string())?;
+        let http = IdpClient::new(config.ca_file.as_deref())?;
+        Ok(Self {
+            config,
+            secret,
+            redirect,
+            http,
+            discovered: Mutex::new(None),
+        })
+    }
+
+    /// The provider's id.
+    pub fn id(&self) -> &str {
+        &self.config.id
+    }
+
+    /// The label on the chooser.
+    pub fn display_name(&self) -> &str {
+        &self.config.display_name
+    }
+
+    async fn discovered(&self, force: bool) -> Result<Arc<Discovered>, OidcError> {
+        let mut cached = self.discovered.lock().await;
+        if let Some(d) = cached.as_ref() {
+            let age = d.fetched.elapsed();
+            if age < METADATA_TTL && !(force && age >= REFETCH_INTERVAL) {
+                return Ok(Arc::clone(d));
+            }
+        }
+        let issuer = IssuerUrl::new(self.config.issuer.clone())
+            .map_err(|e| OidcError::Discovery(e.to_string()))?;
+        let metadata = CoreProviderMetadata::discover_async(issuer, &self.http)
+            .await
+            .map_err(|e| OidcError::Discovery(crate::error::DisplayChain(&e).to_string()))?;
+        let userinfo = metadata.userinfo_endpoint().map(|u| u.url().to_string());
+        let client = CoreClient::from_provider_metadata(
+            metadata,
+            ClientId::new(self.config.client_id.clone()),
+            self.secret
+                .as_ref()
+                .map(|s| ClientSecret::new(s.expose().to_string())),
+        )
+        .set_redirect_uri(self.redirect.clone());
+        let fresh = Arc::new(Discovered {
+            client,
+            userinfo,
+            fetched: Instant::now(),
+        });
+        tracing::info!(provider = %self.config.id, issuer = %self.config.issuer, "provider metadata and keys fetched");
+        *cached = Some(Arc::clone(&fresh));
+        Ok(fresh)
+    }
+
+    /// Starts a sign-in: the URL to send the browser to, bound to `state`.
+    pub async fn authorize(&self, state: &str) -> Result<Authorization, OidcError> {
+        let discovered = self.discovered(false).await?;
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let state = state.to_string();
+        let mut request = discovered
+            .client
+            .authorize_url(
+                CoreAuthenticationFlow::AuthorizationCode,
+                move || CsrfToken::new(state),
+                Nonce::new_random,
+            )
+            .set_pkce_challenge(challenge);
+        for scope in &self.config.scopes {
+            if scope != "openid" {
+                request = request.add_scope(Scope::new(scope.clone()));
+            }
+        }
+        for (name, value) in &self.config.extra_auth_params {
+            request = request.add_extra_param(name.clone(), value.clone());
+        }
+        let (url, _, nonce) = request.url();
+        Ok(Authorization {
+            url: url.to_string(),
+            nonce: nonce.secret().clone(),
+            pkce_verifier: verifier.secret().clone(),
+        })
+    }
+
+    /// Redeems the authorization code, verifies the ID token and builds the session.
+    pub async fn redeem(
+        &self,
+        code: &str,
+        pkce_verifier: &str,
+        nonce: &str,
+        lifetime: Duration,
+    ) -> Result<Session, OidcError> {
+        let discovered = self.discovered(false).await?;
+        let response: CoreTokenResponse = discovered
+            .client
+            .exchange_code(AuthorizationCode::new(code.to_string()))
+            .map_err(|e| OidcError::Token(e.to_string()))?
+            .set_pkce_verifier(PkceCodeVerifier::new(pkce_verifier.to_string()))
+            .request_async(&self.http)
+            .await
+            .map_err(|e| OidcError::Token(crate::error::DisplayChain(&e).to_string()))?;
+        let id_token = response
+            .id_token()
+            .ok_or_else(|| OidcError::IdToken("the token response has no ID token".into()))?;
+        let nonce = Nonce::new(nonce.to_string());
+        let discovered = match self.verify(&discovered, id_token, &response, &nonce) {
+            Ok(()) => discovered,
+            Err(VerifyError::UnknownKey) => {
+                // The provider may have rotated its keys since they were fetched.
+                let fresh = self.discovered(true).await?;
+                self.verify(&fresh, id_token, &response, &nonce)
+                    .map_err(VerifyError::into_oidc)?;
+                fresh
+            }
+            Err(e) => return Err(e.into_oidc()),
+        };
+        let claims = verified_payload(id_token)?;
+        let userinfo = match &discovered.userinfo {
+            Some(url) if self.config.use_userinfo => {
+                self.userinfo(url, response.access_token().secret()).await
+            }
+            _ => None,
+        };
+        let created = now();
+        let tokens = Tokens {
+            access_token: Some(response.access_token().secret().clone()),
+            refresh_token: response.refresh_token().map(|t| t.secret().clone()),
+            id_token: Some(id_token.to_string()),
+            access_expires_at: response.expires_in().map(|d| created + d.as_secs()),
+        };
+        Ok(self.session(&claims, userinfo.as_ref(), tokens, created, lifetime))
+    }
+
+    /// Uses the refresh token for new tokens; the identity is re-read from the new ID token
+    /// when the provider sends one.
+    pub async fn refresh(&self, session: &Session) -> Result<Session, OidcError> {
+        let Some(refresh) = session
+            .tokens
+            .as_ref()
+            .and_then(|t| t.refresh_token.clone())
+        else {
+            return Err(OidcError::Token("no refresh token".into()));
+        };
+        let discovered = self.discovered(false).await?;
+        let response: CoreTokenResponse = discovered
+            .client
+            .exchange_refresh_token(&RefreshToken::new(refresh.clone()))
+            .map_err(|e| OidcError::Token(e.to_string()))?
+            .request_async(&self.http)
+            .await
+            .map_err(|e| OidcError::Token(crate::error::DisplayChain(&e).to_string()))?;
+        let refreshed_at = now();
+        let mut next = session.clone();
+        if let Some(id_token) = response.id_token() {
+            // A refreshed ID token carries no nonce (OpenID Connect Core §12.2).
+            let verifier = discovered.client.id_token_verifier();
+            let claims = id_token
+                .claims(&verifier, |_: Option<&Nonce>| Ok(()))
+                .map_err(|e| OidcError::IdToken(e.to_string()))?;
+            if claims.subject().as_str() != session.subject {
+                return Err(OidcError::IdToken(
+                    "refresh returned another subject".into(),
+                ));
+            }
+            let payload = verified_payload(id_token)?;
+            let fresh = self.session(
+                &payload,
+                None,
+                Tokens::default(),
+                session.created_at,
+                Duration::ZERO,
+            );
+            next.email = fresh.email;
+            next.email_verified = fresh.email_verified;
+            next.groups = fresh.groups;
+            next.name = fresh.name.or(next.name);
+            next.username = fresh.username.or(next.username);
+        }
+        let tokens = next.tokens.get_or_insert_with(Tokens::default);
+        tokens.access_token = Some(response.access_token().secret().clone());
+        tokens.access_expires_at = response.expires_in().map(|d| refreshed_at + d.as_secs());
+        // Providers that rotate refresh tokens send a new one; others keep the old one valid.
+        tokens.refresh_token = Some(
+            response
+                .refresh_token()
+                .map_or(refresh, |t| t.secret().clone()),
+        );
+        if let Some(id_token) = response.id_token() {
+            tokens.id_token = Some(id_token.to_string());
+        }
+        Ok(next)
+    }
+
+    fn verify(
+        &self,
+        discovered: &Discovered,
+        id_token: &CoreIdToken,
+        response: &CoreTokenResponse,
+        nonce: &Nonce,
+    ) -> Result<(), VerifyError> {
+        let verifier = discovered.client.id_token_verifier();
+        let claims: &CoreIdTokenClaims = match id_token.claims(&verifier, nonce) {
+            Ok(c) => c,
+            Err(ClaimsVerificationError::SignatureVerification(
+                SignatureVerificationError::NoMatchingKey,
+            )) => return Err(VerifyError::UnknownKey),
+            Err(e) => return Err(VerifyError::Other(e.to_string())),
+        };
+        // openidconnect leaves at_hash to the caller.
+        if let Some(expected) = claims.access_token_hash() {
+            let alg = id_token
+                .signing_alg()
+                .map_err(|e| VerifyError::Other(e.to_string()))?;
+            let key = id_token
+                .signing_key(&verifier)
+                .map_err(|e| VerifyError::Other(e.to_string()))?;
+            let actual = AccessTokenHash::from_token(response.access_token(), alg, key)
+                .map_err(|e| VerifyError::Other(e.to_string()))?;
+            if actual != *expected {
+                return Err(VerifyError::Other(
+                    "at_hash does not match the access token".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    async fn userinfo(&self, url: &str, access_token: &str) -> Option<Value> {
+        let request = http::Request::get(url)
+            .header(
+                http::header::AUTHORIZATION,
+                format!("Bearer {access_token}"),
+            )
+            .header(http::header::ACCEPT, "application/json")
+            .body(Vec::new())
+            .ok()?;
+        match self.http.call(request).await {
+            Ok(response) if response.status().is_success() => {
+                serde_json::from_slice(response.body()).ok()
+            }
+            Ok(response) => {
+                tracing::warn!(provider = %self.config.id, status = %response.status(), "userinfo refused");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(provider = %self.config.id, error = %e, "userinfo failed");
+                None
+            }
+        }
+    }
+
+    /// The session for verified ID token claims, filled in from userinfo where the token is
+    /// silent (and only if userinfo is about the same subject).
+    fn session(
+        &self,
+        claims: &Value,
+        userinfo: Option<&Value>,
+        tokens: Tokens,
+        created: u64,
+        lifetime: Duration,
+    ) -> Session {
+        let subject = claims["sub"].as_str().unwrap_or_default().to_string();
+        let userinfo = userinfo.filter(|u| u["sub"].as_str() == Some(subject.as_str()));
+        let lookup = |path: &str| -> Option<&Value> {
+            claim(claims, path)
+                .or_else(|| userinfo.and_then(|u| claim(u, path)))
+                .filter(|v| !v.is_null())
+        };
+        let string = |path: &str| lookup(path).and_then(Value::as_str).map(str::to_string);
+        let email_verified = match lookup("email_verified") {
+            Some(Value::Bool(b)) => *b,
+            Some(Value::String(s)) => s == "true",
+            _ => false,
+        };
+        let groups = match lookup(&self.config.groups_claim) {
+            Some(Value::Array(items)) => items
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect(),
+            Some(Value::String(s)) => s
+                .split([',', ' '])
+                .filter(|g| !g.is_empty())
+                .map(str::to_string)
+                .collect(),
+            _ => Vec::new(),
+        };
+        Session {
+            email: string(&self.config.email_claim).unwrap_or_default(),
+            email_verified,
+            username: string(&self.config.username_claim),
+            name: string("name"),
+            groups,
+            provider: self.config.id.clone(),
+            created_at: created,
+            expires_at: created + lifetime.as_secs(),
+            subject,
+            tokens: Some(tokens),
+        }
+    }
+}
+
+enum VerifyError {
+    UnknownKey,
+    Other(String),
+}
+
+impl VerifyError {
+    fn into_oidc(self) -> OidcError {
+        match self {
+            Self::UnknownKey => {
+                OidcError::IdToken("signed with a key the provider does not publish".into())
+            }
+            Self::Other(e) => OidcError::IdToken(e),
+        }
+    }
+}
+
+/// The JSON payload of an ID token whose signature has already been verified, for claims the
+/// typed API does not carry (groups, nested role claims).
+fn verified_payload(id_token: &CoreIdToken) -> Result<Value, OidcError> {
+    let compact = id_token.to_string();
+    let payload = compact
+        .split('.')
+        .nth(1)
+        .ok_or_else(|| OidcError::IdToken("not a compact JWT".into()))?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .map_err(|e| OidcError::IdToken(e.to_string()))?;
+    serde_json::from_slice(&bytes).map_err(|e| OidcError::IdToken(e.to_string()))
+}
+
+/// A claim by dotted path: `realm_access.roles` reads `{"realm_access": {"roles": [...]}}`.
+fn claim<'a>(claims: &'a Value, path: &str) -> Option<&'a Value> {
+    if let Some(direct) = claims.get(path) {
+        return Some(direct);
+    }
+    path.split('.')
+        .try_fold(claims, |value, key| value.get(key))
+}
+
+impl From<HttpError> for OidcError {
+    fn from(e: HttpError) -> Self {
+        OidcError::Discovery(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claims_by_dotted_path() {
+        let v = serde_json::json!({"realm_access": {"roles": ["a", "b"]}, "x.y": 1});
+        assert_eq!(
+            claim(&v, "realm_access.roles"),
+            Some(&serde_json::json!(["a", "b"]))
+        );
+        assert_eq!(claim(&v, "x.y"), Some(&serde_json::json!(1)));
+        assert_eq!(claim(&v, "realm_access.nope"), None);
+    }
+}

@@ -1,0 +1,185 @@
+//! Sign-in against a real OpenID provider (`oidc-provider`, certified), through Stagedoor,
+//! into a recording upstream.
+
+use std::net::SocketAddr;
+
+use http::StatusCode;
+use stagedoor::Config;
+
+use crate::support::{Browser, OpenIdProvider, Page, Upstream, free_port, header_map, start};
+
+const SECRET: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+
+fn oidc_config(port: u16, issuer: &str, upstream: &Upstream, extra: &str) -> Config {
+    let toml = format!(
+        r#"
+        [server]
+        listen = "127.0.0.1:{port}"
+        [admin]
+        enabled = false
+        [upstreams.web]
+        url = "{upstream}"
+        [auth]
+        public_url = "http://127.0.0.1:{port}"
+        [session]
+        cookie_secure = false
+        cookie_secret = "{SECRET}"
+        [[providers]]
+        kind = "oidc"
+        id = "corp"
+        display_name = "Corp SSO"
+        issuer = "{issuer}"
+        client_id = "stagedoor"
+        client_secret = "stagedoor-secret"
+        scopes = ["openid", "email", "profile", "groups", "offline_access"]
+        {extra}
+        "#,
+        upstream = upstream.url()
+    );
+    Config::from_toml(&toml).unwrap_or_else(|e| panic!("{e}\n{toml}"))
+}
+
+/// Follows a sign-in from a protected `path` through the provider's login form as `login`.
+/// Returns the browser and Stagedoor's final answer (the redirect back to `path`).
+async fn sign_in(addr: SocketAddr, path: &str, login: &str) -> (Browser, Page) {
+    let mut browser = Browser::new(addr);
+    let protected = browser.get(path).await;
+    assert_eq!(protected.status, StatusCode::FOUND);
+    let mut page = browser.get(protected.location()).await;
+    // Stagedoor sends the browser to the provider, which shows its login form.
+    for _ in 0..10 {
+        if !page.status.is_redirection() {
+            break;
+        }
+        let next = absolute(&page, &browser);
+        page = browser.get(&next).await;
+    }
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    let action = page
+        .body
+        .split("action=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a login form")
+        .to_string();
+    let action = if action.starts_with("http://") {
+        action
+    } else {
+        format!("{}{action}", browser.last_origin)
+    };
+    let mut page = browser
+        .post_form(
+            &action,
+            &[("prompt", "login"), ("login", login), ("password", "any")],
+        )
+        .await;
+    // Back through the provider to Stagedoor's callback, which answers with a redirect home.
+    for _ in 0..10 {
+        let next = absolute(&page, &browser);
+        if next.starts_with(&format!("http://{addr}/oauth2/callback")) {
+            let done = browser.get(&next).await;
+            return (browser, done);
+        }
+        assert!(
+            page.status.is_redirection(),
+            "{}: {}",
+            page.status,
+            page.body
+        );
+        page = browser.get(&next).await;
+    }
+    panic!("never reached the callback");
+}
+
+fn absolute(page: &Page, browser: &Browser) -> String {
+    let location = page.location();
+    if location.starts_with("http://") {
+        location.to_string()
+    } else {
+        format!("{}{location}", browser.last_origin)
+    }
+}
+
+#[tokio::test]
+async fn sign_in_with_a_real_openid_provider() {
+    let up = Upstream::named("web").await;
+    let port = free_port();
+    let op = OpenIdProvider::start(&format!("http://127.0.0.1:{port}/oauth2/callback"), 3600);
+    let proxy = start(oidc_config(port, &op.issuer, &up, "")).await;
+
+    let (mut browser, done) = sign_in(proxy.addr(), "/catalog?kind=user", "alice").await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    assert_eq!(done.location(), "/catalog?kind=user");
+    assert!(browser.jar.keys().any(|k| k.starts_with("_stagedoor")));
+
+    let page = browser.get("/catalog?kind=user").await;
+    assert_eq!((page.status, page.body.as_str()), (StatusCode::OK, "web"));
+    let seen = header_map(&up.last().headers);
+    assert_eq!(seen["x-forwarded-email"], "alice@example.com");
+    assert_eq!(seen["x-forwarded-preferred-username"], "alice");
+    assert_eq!(seen["x-forwarded-groups"], "engineering,backstage-admins");
+
+    let info: serde_json::Value =
+        serde_json::from_str(&browser.get("/oauth2/userinfo").await.body).unwrap();
+    assert_eq!(info["provider"], "corp");
+    assert_eq!(info["email_verified"], true);
+    assert_eq!(info["name"], "Alice Liddell");
+}
+
+#[tokio::test]
+async fn session_survives_a_restart() {
+    let up = Upstream::named("web").await;
+    let port = free_port();
+    let op = OpenIdProvider::start(&format!("http://127.0.0.1:{port}/oauth2/callback"), 3600);
+    let proxy = start(oidc_config(port, &op.issuer, &up, "")).await;
+    let (browser, _) = sign_in(proxy.addr(), "/", "bob").await;
+    assert!(proxy.shutdown().await);
+
+    let again = start(oidc_config(port, &op.issuer, &up, "")).await;
+    let mut same = Browser::new(again.addr());
+    same.jar = browser.jar.clone();
+    let page = same.get("/").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert_eq!(
+        header_map(&up.last().headers)["x-forwarded-email"],
+        "bob@example.com"
+    );
+}
+
+#[tokio::test]
+async fn forged_state_on_the_callback_is_refused() {
+    let up = Upstream::named("web").await;
+    let port = free_port();
+    let op = OpenIdProvider::start(&format!("http://127.0.0.1:{port}/oauth2/callback"), 3600);
+    let proxy = start(oidc_config(port, &op.issuer, &up, "")).await;
+    let mut browser = Browser::new(proxy.addr());
+    let start_page = browser.get("/oauth2/start").await;
+    assert!(
+        start_page.location().starts_with(&op.issuer),
+        "{}",
+        start_page.location()
+    );
+    let forged = browser
+        .get("/oauth2/callback?code=stolen&state=forged")
+        .await;
+    assert_eq!(forged.status, StatusCode::BAD_REQUEST);
+    let refused = browser
+        .get("/oauth2/callback?error=access_denied&error_description=%3Cscript%3E")
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert!(!refused.body.contains("<script>"));
+    assert!(!browser.jar.contains_key("_stagedoor"));
+    assert!(up.seen().is_empty());
+}
+
+#[tokio::test]
+async fn an_unreachable_provider_gets_a_clear_page_not_a_hang() {
+    let up = Upstream::named("web").await;
+    let port = free_port();
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let proxy = start(oidc_config(port, &dead, &up, "")).await;
+    let mut browser = Browser::new(proxy.addr());
+    let page = browser.get("/oauth2/start").await;
+    assert_eq!(page.status, StatusCode::BAD_GATEWAY);
+    assert!(page.body.contains("Sign-in unavailable"));
+}
