@@ -9,7 +9,11 @@
 //! GET  {prefix}/userinfo                    the signed-in identity as JSON
 //! ```
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::OnceCell;
 
 use bytes::BytesMut;
 use http::header::{self, HeaderValue};
@@ -28,6 +32,10 @@ use crate::{Body, empty};
 
 /// How long a sign-in may take between start and callback.
 const LOGIN_LIFETIME: Duration = Duration::from_secs(600);
+/// Refresh an access token this long before it expires.
+const REFRESH_MARGIN: u64 = 30;
+/// How long the result of a refresh is handed to requests that still carry the old cookie.
+const REFRESH_REMEMBERED: Duration = Duration::from_secs(60);
 /// Largest form body accepted by the sign-in endpoints.
 const MAX_FORM_BYTES: usize = 16 * 1024;
 
@@ -77,8 +85,9 @@ impl Provider {
 /// What the gate decided about a request that is not for Stagedoor's own endpoints.
 #[derive(Debug)]
 pub enum Gate {
-    /// Signed in: forward with this identity.
-    Pass(Session),
+    /// Signed in: forward with this identity, adding these cookies to the response (a
+    /// refreshed session).
+    Pass(Session, Vec<cookie::Cookie<'static>>),
     /// Not signed in: send this instead (a redirect to sign in, or 401).
     Answer(Response<Body>),
 }
@@ -91,6 +100,8 @@ pub struct Auth {
     redirect_hosts: AllowedHosts,
     codec: Codec,
     providers: Vec<Provider>,
+    /// Refreshes in flight or just done, by refresh token: see [`Auth::refresh`].
+    refreshes: std::sync::Mutex<HashMap<String, (Instant, Arc<OnceCell<Option<Session>>>)>>,
 }
 
 impl Auth {
@@ -160,6 +171,7 @@ impl Auth {
             redirect_hosts: AllowedHosts::new(&config.auth.allowed_redirect_hosts),
             codec,
             providers,
+            refreshes: std::sync::Mutex::default(),
         }))
     }
 
@@ -174,10 +186,17 @@ impl Auth {
             .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
     }
 
-    /// The session of a request to be forwarded, or the answer to send instead.
-    pub fn gate(&self, parts: &Parts) -> Gate {
+    /// The session of a request to be forwarded, or the answer to send instead. A session whose
+    /// access token is about to expire is refreshed first; if that fails, the user signs in again.
+    pub async fn gate(&self, parts: &Parts) -> Gate {
         if let Some(session) = self.codec.read_session(&parts.headers) {
-            return Gate::Pass(session);
+            if !needs_refresh(&session) {
+                return Gate::Pass(session, Vec::new());
+            }
+            if let Some(fresh) = self.refresh(&session).await {
+                let cookies = self.codec.write_session(&fresh, &parts.headers);
+                return Gate::Pass(fresh, cookies);
+            }
         }
         if self.is_api_request(parts) {
             let mut response = json_response(
@@ -201,6 +220,40 @@ impl Auth {
             self.prefix,
             encode(rd)
         )))
+    }
+
+    /// Refreshes `session` once, however many requests carrying it arrive together: a provider
+    /// that rotates refresh tokens accepts each one only once.
+    async fn refresh(&self, session: &Session) -> Option<Session> {
+        let token = session.tokens.as_ref()?.refresh_token.clone()?;
+        let provider = self.providers.iter().find_map(|p| match p {
+            Provider::Oidc(oidc) if oidc.id() == session.provider => Some(oidc),
+            _ => None,
+        })?;
+        let cell = {
+            let mut inflight = self.refreshes.lock().ok()?;
+            inflight.retain(|_, (started, _)| started.elapsed() < REFRESH_REMEMBERED);
+            Arc::clone(
+                &inflight
+                    .entry(token)
+                    .or_insert_with(|| (Instant::now(), Arc::new(OnceCell::new())))
+                    .1,
+            )
+        };
+        cell.get_or_init(|| async {
+            match provider.refresh(session).await {
+                Ok(fresh) => {
+                    tracing::debug!(user = %fresh.user(), "session refreshed");
+                    Some(fresh)
+                }
+                Err(e) => {
+                    tracing::info!(user = %session.user(), error = %e, "session refresh failed; signing in again");
+                    None
+                }
+            }
+        })
+        .await
+        .clone()
     }
 
     /// A request that should get 401 rather than a redirect to a sign-in page.
@@ -548,6 +601,14 @@ impl Auth {
             ),
         }
     }
+}
+
+fn needs_refresh(session: &Session) -> bool {
+    session.tokens.as_ref().is_some_and(|t| {
+        t.refresh_token.is_some()
+            && t.access_expires_at
+                .is_some_and(|at| at <= now() + REFRESH_MARGIN)
+    })
 }
 
 fn provider_unavailable() -> Response<Body> {

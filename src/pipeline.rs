@@ -106,15 +106,15 @@ async fn route(
     log: &mut Outcome,
 ) -> Response<Body> {
     let accept = parts.headers.get(header::ACCEPT).cloned();
-    let session = match &app.auth {
+    let (session, set_cookies) = match &app.auth {
         Some(auth) if auth.owns_path(parts.uri.path()) => {
             return auth.endpoint(&parts, body).await;
         }
-        Some(auth) => match auth.gate(&parts) {
-            Gate::Pass(session) => Some(session),
+        Some(auth) => match auth.gate(&parts).await {
+            Gate::Pass(session, cookies) => (Some(session), cookies),
             Gate::Answer(answer) => return answer,
         },
-        None => None,
+        None => (None, Vec::new()),
     };
     log.user = session.as_ref().map(|s| s.user().to_string());
     let result = match target(app, &parts, host) {
@@ -129,7 +129,7 @@ async fn route(
         }
         Err(e) => Err(e),
     };
-    result.unwrap_or_else(|e| {
+    let mut response = result.unwrap_or_else(|e| {
         match &e {
             ProxyError::Upstream { source, .. } => {
                 tracing::warn!(error = %DisplayChain(source.as_ref()), "upstream request failed");
@@ -140,7 +140,13 @@ async fn route(
             _ => {}
         }
         e.into_response(accept.as_ref())
-    })
+    });
+    for cookie in set_cookies {
+        if let Ok(value) = HeaderValue::from_str(&cookie.to_string()) {
+            response.headers_mut().append(header::SET_COOKIE, value);
+        }
+    }
+    response
 }
 
 /// The authority the client asked for: the URI's (HTTP/2, absolute-form) or the `Host` header.

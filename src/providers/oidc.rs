@@ -248,32 +248,44 @@ impl OidcProvider {
             .await
             .map_err(|e| OidcError::Token(crate::error::DisplayChain(&e).to_string()))?;
         let refreshed_at = now();
-        let mut next = session.clone();
+        let mut claims = serde_json::json!({ "sub": session.subject });
         if let Some(id_token) = response.id_token() {
             // A refreshed ID token carries no nonce (OpenID Connect Core §12.2).
             let verifier = discovered.client.id_token_verifier();
-            let claims = id_token
+            let verified = id_token
                 .claims(&verifier, |_: Option<&Nonce>| Ok(()))
                 .map_err(|e| OidcError::IdToken(e.to_string()))?;
-            if claims.subject().as_str() != session.subject {
+            if verified.subject().as_str() != session.subject {
                 return Err(OidcError::IdToken(
                     "refresh returned another subject".into(),
                 ));
             }
-            let payload = verified_payload(id_token)?;
-            let fresh = self.session(
-                &payload,
-                None,
-                Tokens::default(),
-                session.created_at,
-                Duration::ZERO,
-            );
+            claims = verified_payload(id_token)?;
+        }
+        let userinfo = match &discovered.userinfo {
+            Some(url) if self.config.use_userinfo => {
+                self.userinfo(url, response.access_token().secret()).await
+            }
+            _ => None,
+        };
+        // Claims the provider sent again replace the old ones; silent ones are kept.
+        let fresh = self.session(
+            &claims,
+            userinfo.as_ref(),
+            Tokens::default(),
+            0,
+            Duration::ZERO,
+        );
+        let mut next = session.clone();
+        if !fresh.email.is_empty() {
             next.email = fresh.email;
             next.email_verified = fresh.email_verified;
-            next.groups = fresh.groups;
-            next.name = fresh.name.or(next.name);
-            next.username = fresh.username.or(next.username);
         }
+        if !fresh.groups.is_empty() || userinfo.is_some() {
+            next.groups = fresh.groups;
+        }
+        next.name = fresh.name.or(next.name);
+        next.username = fresh.username.or(next.username);
         let tokens = next.tokens.get_or_insert_with(Tokens::default);
         tokens.access_token = Some(response.access_token().secret().clone());
         tokens.access_expires_at = response.expires_in().map(|d| refreshed_at + d.as_secs());

@@ -183,3 +183,46 @@ async fn an_unreachable_provider_gets_a_clear_page_not_a_hang() {
     assert_eq!(page.status, StatusCode::BAD_GATEWAY);
     assert!(page.body.contains("Sign-in unavailable"));
 }
+
+#[tokio::test]
+async fn expiring_access_tokens_are_refreshed_once_for_concurrent_requests() {
+    let up = Upstream::named("web").await;
+    let port = free_port();
+    // Every access token is within the refresh margin, so every request with an old cookie
+    // needs a refresh; the provider rotates refresh tokens and accepts each only once.
+    let op = OpenIdProvider::start(&format!("http://127.0.0.1:{port}/oauth2/callback"), 5);
+    let proxy = start(oidc_config(port, &op.issuer, &up, "")).await;
+    let (browser, _) = sign_in(proxy.addr(), "/", "alice").await;
+
+    let requests = (0..6).map(|i| {
+        let mut tab = Browser::new(proxy.addr());
+        tab.jar = browser.jar.clone();
+        async move { tab.get(&format!("/tab/{i}")).await }
+    });
+    let pages = futures_util::future::join_all(requests).await;
+    for page in &pages {
+        assert_eq!(
+            page.status,
+            StatusCode::OK,
+            "a tab was signed out: {}",
+            page.location()
+        );
+        assert!(
+            page.set_cookies()
+                .iter()
+                .any(|c| c.starts_with("_stagedoor=")),
+            "the refreshed session is stored"
+        );
+    }
+
+    // The refreshed session refreshes again with the rotated refresh token.
+    let mut next = Browser::new(proxy.addr());
+    next.jar = browser.jar.clone();
+    next.get("/once-more").await;
+    let page = next.get("/and-again").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert_eq!(
+        header_map(&up.last().headers)["x-forwarded-email"],
+        "alice@example.com"
+    );
+}
