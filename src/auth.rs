@@ -92,6 +92,9 @@ pub enum Gate {
     Answer(Response<Body>),
 }
 
+/// Refresh results by refresh token, with when the refresh started.
+type Refreshes = HashMap<String, (Instant, Arc<OnceCell<Option<Session>>>)>;
+
 /// Sign-in configuration and cookie codec, built once.
 #[derive(Debug)]
 pub struct Auth {
@@ -101,7 +104,7 @@ pub struct Auth {
     codec: Codec,
     providers: Vec<Provider>,
     /// Refreshes in flight or just done, by refresh token: see [`Auth::refresh`].
-    refreshes: std::sync::Mutex<HashMap<String, (Instant, Arc<OnceCell<Option<Session>>>)>>,
+    refreshes: std::sync::Mutex<Refreshes>,
 }
 
 impl Auth {

@@ -99,6 +99,15 @@ fn run(path: Option<PathBuf>) -> ExitCode {
         }
     };
     runtime.block_on(async {
+        // Installed before the listeners open, so a SIGTERM that arrives during start-up is
+        // a graceful stop, not the default action (death without draining).
+        let stop = match shutdown_signal() {
+            Ok(stop) => stop,
+            Err(e) => {
+                eprintln!("stagedoor: cannot listen for signals: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
         let server = match Server::bind(config).await {
             Ok(s) => s,
             Err(stagedoor::server::StartError::Config(e)) => {
@@ -117,9 +126,7 @@ fn run(path: Option<PathBuf>) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        if let Err(e) = shutdown_signal().await {
-            tracing::error!("cannot listen for signals: {e}");
-        }
+        stop.await;
         tracing::info!("shutting down: draining connections");
         if running.shutdown().await {
             tracing::info!("stopped");
@@ -128,14 +135,15 @@ fn run(path: Option<PathBuf>) -> ExitCode {
     })
 }
 
-/// Resolves on SIGTERM (Kubernetes) or SIGINT (Ctrl-C).
-async fn shutdown_signal() -> std::io::Result<()> {
+/// Listens for SIGTERM (Kubernetes) and SIGINT (Ctrl-C) now; the future resolves on either.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    Ok(())
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
 }
