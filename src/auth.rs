@@ -157,12 +157,15 @@ impl Auth {
         for (i, provider) in config.providers.iter().enumerate() {
             providers.push(match provider {
                 ProviderConfig::Dev(dev) => Provider::Dev(dev.clone()),
-                ProviderConfig::Oidc(oidc) => {
+                other => {
                     let key = format!("providers[{i}]");
+                    let Some(oidc) = other.oidc() else {
+                        continue;
+                    };
                     let secret = oidc
                         .secret(&key)
                         .map_err(|(k, msg)| ConfigError::single(k, msg))?;
-                    let built = OidcProvider::new(oidc.as_ref().clone(), secret, &callback)
+                    let built = OidcProvider::new(oidc, secret, &callback)
                         .map_err(|e| ConfigError::single(key, e))?;
                     Provider::Oidc(Box::new(built))
                 }

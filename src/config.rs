@@ -138,6 +138,18 @@ pub enum ProviderConfig {
     Dev(DevProviderConfig),
     /// Any OpenID Connect provider, found by discovery from its issuer URL.
     Oidc(Box<OidcProviderConfig>),
+    /// Google (Workspace): `hosted_domain` is requested and enforced from the `hd` claim.
+    Google(Box<PresetConfig>),
+    /// Microsoft Entra ID, one tenant; groups from the `groups` claim.
+    Entra(Box<PresetConfig>),
+    /// GitLab.com or a self-hosted GitLab (`base_url`); groups from the `groups` claim.
+    Gitlab(Box<PresetConfig>),
+    /// Okta (`domain`, optional `authorization_server`); groups from the `groups` claim.
+    Okta(Box<PresetConfig>),
+    /// Keycloak (`base_url` and `realm`); groups from the `groups` claim (a group mapper).
+    Keycloak(Box<PresetConfig>),
+    /// Auth0 (`domain`).
+    Auth0(Box<PresetConfig>),
 }
 
 impl ProviderConfig {
@@ -146,6 +158,246 @@ impl ProviderConfig {
         match self {
             Self::Dev(dev) => &dev.id,
             Self::Oidc(oidc) => &oidc.id,
+            _ => match self.preset() {
+                Some((kind, preset)) => preset.id.as_deref().unwrap_or(kind.name()),
+                None => "",
+            },
+        }
+    }
+
+    /// The preset and its kind, for the provider kinds that are OpenID Connect presets.
+    pub fn preset(&self) -> Option<(Preset, &PresetConfig)> {
+        let (kind, config) = match self {
+            Self::Dev(_) | Self::Oidc(_) => return None,
+            Self::Google(c) => (Preset::Google, c),
+            Self::Entra(c) => (Preset::Entra, c),
+            Self::Gitlab(c) => (Preset::Gitlab, c),
+            Self::Okta(c) => (Preset::Okta, c),
+            Self::Keycloak(c) => (Preset::Keycloak, c),
+            Self::Auth0(c) => (Preset::Auth0, c),
+        };
+        Some((kind, config.as_ref()))
+    }
+
+    /// The OpenID Connect settings of an `oidc` provider or a preset.
+    pub fn oidc(&self) -> Option<OidcProviderConfig> {
+        match self {
+            Self::Oidc(oidc) => Some(oidc.as_ref().clone()),
+            _ => self.preset().map(|(kind, preset)| preset.to_oidc(kind)),
+        }
+    }
+}
+
+/// The OpenID Connect providers with presets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preset {
+    /// Google.
+    Google,
+    /// Microsoft Entra ID.
+    Entra,
+    /// GitLab.
+    Gitlab,
+    /// Okta.
+    Okta,
+    /// Keycloak.
+    Keycloak,
+    /// Auth0.
+    Auth0,
+}
+
+impl Preset {
+    /// The `kind` value, also the default id.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Google => "google",
+            Self::Entra => "entra",
+            Self::Gitlab => "gitlab",
+            Self::Okta => "okta",
+            Self::Keycloak => "keycloak",
+            Self::Auth0 => "auth0",
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Google => "Google",
+            Self::Entra => "Microsoft",
+            Self::Gitlab => "GitLab",
+            Self::Okta => "Okta",
+            Self::Keycloak => "Keycloak",
+            Self::Auth0 => "Auth0",
+        }
+    }
+
+    /// Fields a preset needs (`true`) or does not use (`false`); unlisted ones are optional.
+    fn fields(self) -> &'static [(&'static str, bool)] {
+        match self {
+            Self::Google => &[
+                ("tenant", false),
+                ("base_url", false),
+                ("realm", false),
+                ("domain", false),
+                ("authorization_server", false),
+            ],
+            Self::Entra => &[
+                ("tenant", true),
+                ("hosted_domain", false),
+                ("base_url", false),
+                ("realm", false),
+                ("domain", false),
+                ("authorization_server", false),
+            ],
+            Self::Gitlab => &[
+                ("tenant", false),
+                ("hosted_domain", false),
+                ("realm", false),
+                ("domain", false),
+                ("authorization_server", false),
+            ],
+            Self::Okta => &[
+                ("domain", true),
+                ("tenant", false),
+                ("hosted_domain", false),
+                ("base_url", false),
+                ("realm", false),
+            ],
+            Self::Keycloak => &[
+                ("base_url", true),
+                ("realm", true),
+                ("tenant", false),
+                ("hosted_domain", false),
+                ("domain", false),
+                ("authorization_server", false),
+            ],
+            Self::Auth0 => &[
+                ("domain", true),
+                ("tenant", false),
+                ("hosted_domain", false),
+                ("base_url", false),
+                ("realm", false),
+                ("authorization_server", false),
+            ],
+        }
+    }
+}
+
+/// A provider preset: a few settings that expand to a full OpenID Connect configuration.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PresetConfig {
+    /// Id. Default: the kind (`google`, `entra`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Label on the sign-in chooser. Default: the provider's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// Client id registered at the provider.
+    pub client_id: String,
+    /// Client secret (or `client_secret_file`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<Secret>,
+    /// File holding the client secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret_file: Option<PathBuf>,
+    /// Scopes, replacing the preset's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Vec<String>>,
+    /// Claim holding groups, replacing the preset's (dotted paths allowed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups_claim: Option<String>,
+    /// google: the Workspace domain users must belong to (checked in the `hd` claim).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hosted_domain: Option<String>,
+    /// entra: tenant id or domain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// gitlab (default `https://gitlab.com`) and keycloak: the server's address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    /// keycloak: the realm.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub realm: Option<String>,
+    /// okta and auth0: the tenant's domain, e.g. `example.okta.com`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+    /// okta: a custom authorization server (`default`, or its id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization_server: Option<String>,
+    /// PEM bundle of CAs for the provider, instead of the system's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+}
+
+impl PresetConfig {
+    fn field_set(&self, name: &str) -> bool {
+        match name {
+            "hosted_domain" => self.hosted_domain.is_some(),
+            "tenant" => self.tenant.is_some(),
+            "base_url" => self.base_url.is_some(),
+            "realm" => self.realm.is_some(),
+            "domain" => self.domain.is_some(),
+            "authorization_server" => self.authorization_server.is_some(),
+            _ => false,
+        }
+    }
+
+    /// The full OpenID Connect configuration this preset stands for.
+    pub fn to_oidc(&self, kind: Preset) -> OidcProviderConfig {
+        let text = |v: &Option<String>| {
+            v.as_deref()
+                .unwrap_or_default()
+                .trim_end_matches('/')
+                .to_string()
+        };
+        let issuer = match kind {
+            Preset::Google => "https://accounts.google.com".to_string(),
+            Preset::Entra => format!(
+                "https://login.microsoftonline.com/{}/v2.0",
+                text(&self.tenant)
+            ),
+            Preset::Gitlab => match &self.base_url {
+                Some(_) => text(&self.base_url),
+                None => "https://gitlab.com".to_string(),
+            },
+            Preset::Okta => match &self.authorization_server {
+                Some(server) => format!("https://{}/oauth2/{server}", text(&self.domain)),
+                None => format!("https://{}", text(&self.domain)),
+            },
+            Preset::Keycloak => format!("{}/realms/{}", text(&self.base_url), text(&self.realm)),
+            // Auth0's issuer ends with a slash, and the check is exact.
+            Preset::Auth0 => format!("https://{}/", text(&self.domain)),
+        };
+        let mut scopes = default_scopes();
+        if matches!(kind, Preset::Okta) {
+            scopes.push("groups".into());
+        }
+        let mut extra_auth_params = BTreeMap::new();
+        let mut required_claims = BTreeMap::new();
+        if let (Preset::Google, Some(domain)) = (kind, &self.hosted_domain) {
+            extra_auth_params.insert("hd".to_string(), domain.clone());
+            required_claims.insert("hd".to_string(), domain.clone());
+        }
+        OidcProviderConfig {
+            id: self.id.clone().unwrap_or_else(|| kind.name().to_string()),
+            display_name: self
+                .display_name
+                .clone()
+                .unwrap_or_else(|| kind.label().to_string()),
+            issuer,
+            client_id: self.client_id.clone(),
+            client_secret: self.client_secret.clone(),
+            client_secret_file: self.client_secret_file.clone(),
+            scopes: self.scopes.clone().unwrap_or(scopes),
+            extra_auth_params,
+            required_claims,
+            email_claim: default_email_claim(),
+            username_claim: default_username_claim(),
+            groups_claim: self
+                .groups_claim
+                .clone()
+                .unwrap_or_else(default_groups_claim),
+            use_userinfo: true,
+            ca_file: self.ca_file.clone(),
         }
     }
 }
@@ -176,6 +428,10 @@ pub struct OidcProviderConfig {
     /// Extra parameters for the authorization request, e.g. `{ prompt = "select_account" }`.
     #[serde(default)]
     pub extra_auth_params: BTreeMap<String, String>,
+    /// Claims the ID token must carry with exactly these values, e.g. `{ hd = "example.com" }`;
+    /// a sign-in without them is refused.
+    #[serde(default)]
+    pub required_claims: BTreeMap<String, String>,
     /// Claim holding the email address. Default `email`.
     #[serde(default = "default_email_claim")]
     pub email_claim: String,
@@ -828,6 +1084,31 @@ impl Config {
                     }
                 }
                 ProviderConfig::Oidc(oidc) => self.validate_oidc(issues, &key, oidc.as_ref()),
+                other => {
+                    if let Some((kind, preset)) = other.preset() {
+                        let mut complete = true;
+                        for (field, required) in kind.fields() {
+                            match (required, preset.field_set(field)) {
+                                (true, false) => {
+                                    complete = false;
+                                    issues.add(
+                                        format!("{key}.{field}"),
+                                        format!("required for kind = \"{}\"", kind.name()),
+                                    );
+                                }
+                                (false, true) => issues.add(
+                                    format!("{key}.{field}"),
+                                    format!("not used by kind = \"{}\"", kind.name()),
+                                ),
+                                _ => {}
+                            }
+                        }
+                        // The derived issuer is only worth checking once its parts are there.
+                        if complete {
+                            self.validate_oidc(issues, &key, &preset.to_oidc(kind));
+                        }
+                    }
+                }
             }
         }
 
@@ -1133,6 +1414,56 @@ mod tests {
             keys(&format!("{base}[[providers]]\nkind = \"saml\"\n")),
             ["providers[0].kind"]
         );
+    }
+
+    #[test]
+    fn presets_expand_to_openid_connect() {
+        let base = "[upstreams.web]\nurl = \"http://a\"\n[auth]\npublic_url = \"https://portal.example.com\"\n[session]\ncookie_secret = \"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\"\n";
+        let cfg = Config::from_toml(&format!(
+            "{base}[[providers]]\nkind = \"google\"\nclient_id = \"c\"\nclient_secret = \"s\"\nhosted_domain = \"example.com\"\n\
+             [[providers]]\nkind = \"keycloak\"\nclient_id = \"c\"\nbase_url = \"https://sso.example.com/\"\nrealm = \"corp\"\n\
+             [[providers]]\nkind = \"entra\"\nclient_id = \"c\"\ntenant = \"contoso.onmicrosoft.com\"\n\
+             [[providers]]\nkind = \"okta\"\nclient_id = \"c\"\ndomain = \"example.okta.com\"\nauthorization_server = \"default\"\n\
+             [[providers]]\nkind = \"auth0\"\nclient_id = \"c\"\ndomain = \"example.eu.auth0.com\"\n\
+             [[providers]]\nkind = \"gitlab\"\nid = \"gl\"\nclient_id = \"c\"\n"
+        ))
+        .expect("valid");
+        let oidc: Vec<OidcProviderConfig> = cfg
+            .providers
+            .iter()
+            .filter_map(ProviderConfig::oidc)
+            .collect();
+        let table = [
+            ("google", "https://accounts.google.com"),
+            ("keycloak", "https://sso.example.com/realms/corp"),
+            (
+                "entra",
+                "https://login.microsoftonline.com/contoso.onmicrosoft.com/v2.0",
+            ),
+            ("okta", "https://example.okta.com/oauth2/default"),
+            ("auth0", "https://example.eu.auth0.com/"),
+            ("gl", "https://gitlab.com"),
+        ];
+        for (o, (id, issuer)) in oidc.iter().zip(table) {
+            assert_eq!((o.id.as_str(), o.issuer.as_str()), (id, issuer));
+        }
+        assert_eq!(oidc[0].extra_auth_params["hd"], "example.com");
+        assert_eq!(oidc[0].required_claims["hd"], "example.com");
+        assert!(oidc[3].scopes.contains(&"groups".to_string()));
+
+        assert_eq!(
+            keys(&format!(
+                "{base}[[providers]]\nkind = \"entra\"\nclient_id = \"c\"\nrealm = \"x\"\n"
+            )),
+            ["providers[0].tenant", "providers[0].realm"]
+        );
+        // Inside a tagged list entry the key is the entry; the message names the field.
+        let typo = format!(
+            "{base}[[providers]]\nkind = \"google\"\nclient_id = \"c\"\nclient_secret = \"s\"\nclient_id_typo = 1\n"
+        );
+        let err = Config::from_toml(&typo).unwrap_err();
+        assert_eq!(err.issues[0].key, "providers[0]");
+        assert!(err.issues[0].message.contains("client_id_typo"), "{err}");
     }
 
     #[test]

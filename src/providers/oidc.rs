@@ -213,6 +213,13 @@ impl OidcProvider {
             Err(e) => return Err(e.into_oidc()),
         };
         let claims = verified_payload(id_token)?;
+        for (name, expected) in &self.config.required_claims {
+            if claim(&claims, name).and_then(Value::as_str) != Some(expected.as_str()) {
+                return Err(OidcError::IdToken(format!(
+                    "claim {name} is not {expected:?}"
+                )));
+            }
+        }
         let userinfo = match &discovered.userinfo {
             Some(url) if self.config.use_userinfo => {
                 self.userinfo(url, response.access_token().secret()).await

@@ -226,3 +226,23 @@ async fn expiring_access_tokens_are_refreshed_once_for_concurrent_requests() {
         "alice@example.com"
     );
 }
+
+#[tokio::test]
+async fn required_claims_are_enforced_from_the_id_token() {
+    let up = Upstream::named("web").await;
+    let port = free_port();
+    let op = OpenIdProvider::start(&format!("http://127.0.0.1:{port}/oauth2/callback"), 3600);
+    let config = oidc_config(
+        port,
+        &op.issuer,
+        &up,
+        "required_claims = { sub = \"alice\" }",
+    );
+    let proxy = start(config).await;
+    let (browser, refused) = sign_in(proxy.addr(), "/", "bob").await;
+    assert_eq!(refused.status, StatusCode::BAD_GATEWAY);
+    assert!(refused.body.contains("Sign-in failed"));
+    assert!(!browser.jar.contains_key("_stagedoor"));
+    let (_, accepted) = sign_in(proxy.addr(), "/", "alice").await;
+    assert_eq!(accepted.status, StatusCode::SEE_OTHER);
+}
