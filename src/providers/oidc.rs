@@ -79,7 +79,14 @@ pub struct OidcProvider {
     secret: Option<Secret>,
     redirect: RedirectUrl,
     http: IdpClient,
-    discovered: Mutex<Option<Arc<Discovered>>>,
+    cache: Mutex<Cache>,
+}
+
+/// Discovered metadata and keys, and when a refetch was last forced by an unknown key.
+#[derive(Default)]
+struct Cache {
+    current: Option<Arc<Discovered>>,
+    last_forced: Option<Instant>,
 }
 
 impl std::fmt::Debug for OidcProvider {
@@ -105,7 +112,7 @@ impl OidcProvider {
             secret,
             redirect,
             http,
-            discovered: Mutex::new(None),
+            cache: Mutex::default(),
         })
     }
 
@@ -120,12 +127,22 @@ impl OidcProvider {
     }
 
     async fn discovered(&self, force: bool) -> Result<Arc<Discovered>, OidcError> {
-        let mut cached = self.discovered.lock().await;
-        if let Some(d) = cached.as_ref() {
-            let age = d.fetched.elapsed();
-            if age < METADATA_TTL && !(force && age >= REFETCH_INTERVAL) {
+        let mut cache = self.cache.lock().await;
+        if let Some(d) = cache.current.as_ref() {
+            let forced_recently = cache
+                .last_forced
+                .is_some_and(|at| at.elapsed() < REFETCH_INTERVAL);
+            let refetch = if force {
+                !forced_recently
+            } else {
+                d.fetched.elapsed() >= METADATA_TTL
+            };
+            if !refetch {
                 return Ok(Arc::clone(d));
             }
+        }
+        if force {
+            cache.last_forced = Some(Instant::now());
         }
         let issuer = IssuerUrl::new(self.config.issuer.clone())
             .map_err(|e| OidcError::Discovery(e.to_string()))?;
@@ -147,7 +164,7 @@ impl OidcProvider {
             fetched: Instant::now(),
         });
         tracing::info!(provider = %self.config.id, issuer = %self.config.issuer, "provider metadata and keys fetched");
-        *cached = Some(Arc::clone(&fresh));
+        cache.current = Some(Arc::clone(&fresh));
         Ok(fresh)
     }
 
