@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{Config, ConfigError, DevProviderConfig, ProviderConfig, decode_cookie_secret};
 use crate::error::{error_response, json_response, wants_json};
 use crate::pages::{self, Choice, DevChoice};
+use crate::providers::github::GitHubProvider;
 use crate::providers::oidc::OidcProvider;
 use crate::redirect::{self, AllowedHosts};
 use crate::session::{Codec, CookieSettings, Session, now};
@@ -64,6 +65,7 @@ struct LoginState {
 enum Provider {
     Dev(DevProviderConfig),
     Oidc(Box<OidcProvider>),
+    GitHub(Box<GitHubProvider>),
 }
 
 impl Provider {
@@ -71,6 +73,7 @@ impl Provider {
         match self {
             Self::Dev(dev) => &dev.id,
             Self::Oidc(oidc) => oidc.id(),
+            Self::GitHub(github) => github.id(),
         }
     }
 
@@ -78,6 +81,7 @@ impl Provider {
         match self {
             Self::Dev(dev) => &dev.display_name,
             Self::Oidc(oidc) => oidc.display_name(),
+            Self::GitHub(github) => github.display_name(),
         }
     }
 }
@@ -157,6 +161,15 @@ impl Auth {
         for (i, provider) in config.providers.iter().enumerate() {
             providers.push(match provider {
                 ProviderConfig::Dev(dev) => Provider::Dev(dev.clone()),
+                ProviderConfig::Github(github) => {
+                    let key = format!("providers[{i}]");
+                    let secret = github
+                        .secret(&key)
+                        .map_err(|(k, msg)| ConfigError::single(k, msg))?;
+                    let built = GitHubProvider::new(github.as_ref().clone(), secret, &callback)
+                        .map_err(|e| ConfigError::single(key, e))?;
+                    Provider::GitHub(Box::new(built))
+                }
                 other => {
                     let key = format!("providers[{i}]");
                     let Some(oidc) = other.oidc() else {
@@ -377,6 +390,11 @@ impl Auth {
         };
         let location = match chosen {
             Provider::Dev(_) => format!("{}/dev?state={}", self.prefix, encode(&state)),
+            Provider::GitHub(github) => {
+                let authorization = github.authorize(&state);
+                login.pkce = Some(authorization.pkce_verifier);
+                authorization.url
+            }
             Provider::Oidc(oidc) => match oidc.authorize(&state).await {
                 Ok(authorization) => {
                     login.nonce = Some(authorization.nonce);
@@ -418,17 +436,19 @@ impl Auth {
         let Some(login) = self.login_state(parts, param(query, "state").as_deref()) else {
             return self.expired_sign_in();
         };
-        let provider = self.providers.iter().find_map(|p| match p {
-            Provider::Oidc(oidc) if oidc.id() == login.idp => Some(oidc),
-            _ => None,
-        });
-        let (Some(provider), Some(code), Some(nonce), Some(pkce)) =
-            (provider, param(query, "code"), &login.nonce, &login.pkce)
+        let provider = self.providers.iter().find(|p| p.id() == login.idp);
+        let (Some(provider), Some(code), Some(pkce)) =
+            (provider, param(query, "code"), &login.pkce)
         else {
             return self.expired_sign_in();
         };
         let lifetime = self.codec.settings().expire;
-        match provider.redeem(&code, pkce, nonce, lifetime).await {
+        let redeemed = match (provider, &login.nonce) {
+            (Provider::Oidc(oidc), Some(nonce)) => oidc.redeem(&code, pkce, nonce, lifetime).await,
+            (Provider::GitHub(github), _) => github.redeem(&code, pkce, lifetime).await,
+            _ => return self.expired_sign_in(),
+        };
+        match redeemed {
             Ok(session) => {
                 tracing::info!(user = %session.user(), provider = %session.provider, "signed in");
                 self.signed_in(parts, &session, &login.rd)

@@ -150,6 +150,65 @@ pub enum ProviderConfig {
     Keycloak(Box<PresetConfig>),
     /// Auth0 (`domain`).
     Auth0(Box<PresetConfig>),
+    /// GitHub or GitHub Enterprise Server (OAuth2 and the REST API; orgs and teams as groups).
+    Github(Box<GitHubProviderConfig>),
+}
+
+/// GitHub sign-in.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GitHubProviderConfig {
+    /// Id. Default `github`.
+    #[serde(default = "default_github_id")]
+    pub id: String,
+    /// Label on the sign-in chooser. Default "GitHub".
+    #[serde(default = "default_github_label")]
+    pub display_name: String,
+    /// OAuth app (or GitHub App) client id.
+    pub client_id: String,
+    /// Client secret (or `client_secret_file`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<Secret>,
+    /// File holding the client secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret_file: Option<PathBuf>,
+    /// `https://github.com` (the default) or a GitHub Enterprise Server address.
+    #[serde(default = "default_github_base")]
+    pub base_url: String,
+    /// REST API address. Default `https://api.github.com`, or `<base_url>/api/v3`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_url: Option<String>,
+    /// Scopes. Default `["read:user", "user:email", "read:org"]` (orgs and teams need
+    /// `read:org`).
+    #[serde(default = "default_github_scopes")]
+    pub scopes: Vec<String>,
+    /// PEM bundle of CAs for a GitHub Enterprise Server, instead of the system's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+}
+
+fn default_github_id() -> String {
+    "github".into()
+}
+fn default_github_label() -> String {
+    "GitHub".into()
+}
+fn default_github_base() -> String {
+    "https://github.com".into()
+}
+fn default_github_scopes() -> Vec<String> {
+    vec!["read:user".into(), "user:email".into(), "read:org".into()]
+}
+
+impl GitHubProviderConfig {
+    /// The client secret, from `client_secret` or `client_secret_file`.
+    pub fn secret(&self, key: &str) -> Result<Option<Secret>, (String, String)> {
+        crate::secret::resolve(
+            &format!("{key}.client_secret"),
+            self.client_secret.as_ref(),
+            self.client_secret_file.as_deref(),
+        )
+    }
 }
 
 impl ProviderConfig {
@@ -158,6 +217,7 @@ impl ProviderConfig {
         match self {
             Self::Dev(dev) => &dev.id,
             Self::Oidc(oidc) => &oidc.id,
+            Self::Github(github) => &github.id,
             _ => match self.preset() {
                 Some((kind, preset)) => preset.id.as_deref().unwrap_or(kind.name()),
                 None => "",
@@ -168,7 +228,7 @@ impl ProviderConfig {
     /// The preset and its kind, for the provider kinds that are OpenID Connect presets.
     pub fn preset(&self) -> Option<(Preset, &PresetConfig)> {
         let (kind, config) = match self {
-            Self::Dev(_) | Self::Oidc(_) => return None,
+            Self::Dev(_) | Self::Oidc(_) | Self::Github(_) => return None,
             Self::Google(c) => (Preset::Google, c),
             Self::Entra(c) => (Preset::Entra, c),
             Self::Gitlab(c) => (Preset::Gitlab, c),
@@ -1084,6 +1144,29 @@ impl Config {
                     }
                 }
                 ProviderConfig::Oidc(oidc) => self.validate_oidc(issues, &key, oidc.as_ref()),
+                ProviderConfig::Github(github) => {
+                    for (field, url) in [
+                        ("base_url", Some(&github.base_url)),
+                        ("api_url", github.api_url.as_ref()),
+                    ] {
+                        let Some(url) = url else { continue };
+                        match url_with_scheme(url) {
+                            Ok(false) if !is_loopback_url(url) => issues.add(
+                                format!("{key}.{field}"),
+                                "must be https:// (plain http is accepted only on loopback)",
+                            ),
+                            Ok(_) => {}
+                            Err(e) => issues.add(format!("{key}.{field}"), e),
+                        }
+                    }
+                    if github.client_id.is_empty() {
+                        issues.add(format!("{key}.client_id"), "must not be empty");
+                    }
+                    if let Err((k, msg)) = github.secret(&key) {
+                        issues.add(k, msg);
+                    }
+                    self.require_public_url(issues, &key, &github.id);
+                }
                 other => {
                     if let Some((kind, preset)) = other.preset() {
                         let mut complete = true;
@@ -1182,12 +1265,15 @@ impl Config {
         if !oidc.scopes.iter().any(|s| s == "openid") {
             issues.add(format!("{key}.scopes"), "must include \"openid\"");
         }
+        self.require_public_url(issues, key, &oidc.id);
+    }
+
+    fn require_public_url(&self, issues: &mut Issues, key: &str, id: &str) {
         match &self.auth.public_url {
             None => issues.add(
                 "auth.public_url",
                 format!(
-                    "required by {key} ({}): the address users reach Stagedoor at, e.g. \"https://backstage.example.com\"",
-                    oidc.id
+                    "required by {key} ({id}): the address users reach Stagedoor at, e.g. \"https://backstage.example.com\""
                 ),
             ),
             Some(url) => {

@@ -23,6 +23,7 @@ use openidconnect::{
 use serde_json::Value;
 use tokio::sync::Mutex;
 
+use super::ProviderError;
 use super::http::{HttpError, IdpClient};
 use crate::config::OidcProviderConfig;
 use crate::secret::Secret;
@@ -41,20 +42,6 @@ type Client = CoreClient<
 const METADATA_TTL: Duration = Duration::from_secs(3600);
 /// Least time between two fetches forced by an unknown key.
 const REFETCH_INTERVAL: Duration = Duration::from_secs(30);
-
-/// Why an OpenID Connect step failed. Shown to the user only as a generic sentence.
-#[derive(Debug, thiserror::Error)]
-pub enum OidcError {
-    /// Discovery failed: the issuer is down, or its metadata is invalid.
-    #[error("discovery failed: {0}")]
-    Discovery(String),
-    /// The token endpoint refused or failed.
-    #[error("token request failed: {0}")]
-    Token(String),
-    /// The ID token did not verify.
-    #[error("ID token rejected: {0}")]
-    IdToken(String),
-}
 
 struct Discovered {
     client: Client,
@@ -126,7 +113,7 @@ impl OidcProvider {
         &self.config.display_name
     }
 
-    async fn discovered(&self, force: bool) -> Result<Arc<Discovered>, OidcError> {
+    async fn discovered(&self, force: bool) -> Result<Arc<Discovered>, ProviderError> {
         let mut cache = self.cache.lock().await;
         if let Some(d) = cache.current.as_ref() {
             let forced_recently = cache
@@ -145,10 +132,10 @@ impl OidcProvider {
             cache.last_forced = Some(Instant::now());
         }
         let issuer = IssuerUrl::new(self.config.issuer.clone())
-            .map_err(|e| OidcError::Discovery(e.to_string()))?;
+            .map_err(|e| ProviderError::Discovery(e.to_string()))?;
         let metadata = CoreProviderMetadata::discover_async(issuer, &self.http)
             .await
-            .map_err(|e| OidcError::Discovery(crate::error::DisplayChain(&e).to_string()))?;
+            .map_err(|e| ProviderError::Discovery(crate::error::DisplayChain(&e).to_string()))?;
         let userinfo = metadata.userinfo_endpoint().map(|u| u.url().to_string());
         let client = CoreClient::from_provider_metadata(
             metadata,
@@ -169,7 +156,7 @@ impl OidcProvider {
     }
 
     /// Starts a sign-in: the URL to send the browser to, bound to `state`.
-    pub async fn authorize(&self, state: &str) -> Result<Authorization, OidcError> {
+    pub async fn authorize(&self, state: &str) -> Result<Authorization, ProviderError> {
         let discovered = self.discovered(false).await?;
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let state = state.to_string();
@@ -204,19 +191,19 @@ impl OidcProvider {
         pkce_verifier: &str,
         nonce: &str,
         lifetime: Duration,
-    ) -> Result<Session, OidcError> {
+    ) -> Result<Session, ProviderError> {
         let discovered = self.discovered(false).await?;
         let response: CoreTokenResponse = discovered
             .client
             .exchange_code(AuthorizationCode::new(code.to_string()))
-            .map_err(|e| OidcError::Token(e.to_string()))?
+            .map_err(|e| ProviderError::Token(e.to_string()))?
             .set_pkce_verifier(PkceCodeVerifier::new(pkce_verifier.to_string()))
             .request_async(&self.http)
             .await
-            .map_err(|e| OidcError::Token(crate::error::DisplayChain(&e).to_string()))?;
+            .map_err(|e| ProviderError::Token(crate::error::DisplayChain(&e).to_string()))?;
         let id_token = response
             .id_token()
-            .ok_or_else(|| OidcError::IdToken("the token response has no ID token".into()))?;
+            .ok_or_else(|| ProviderError::IdToken("the token response has no ID token".into()))?;
         let nonce = Nonce::new(nonce.to_string());
         let discovered = match self.verify(&discovered, id_token, &response, &nonce) {
             Ok(()) => discovered,
@@ -232,7 +219,7 @@ impl OidcProvider {
         let claims = verified_payload(id_token)?;
         for (name, expected) in &self.config.required_claims {
             if claim(&claims, name).and_then(Value::as_str) != Some(expected.as_str()) {
-                return Err(OidcError::IdToken(format!(
+                return Err(ProviderError::IdToken(format!(
                     "claim {name} is not {expected:?}"
                 )));
             }
@@ -255,22 +242,22 @@ impl OidcProvider {
 
     /// Uses the refresh token for new tokens; the identity is re-read from the new ID token
     /// when the provider sends one.
-    pub async fn refresh(&self, session: &Session) -> Result<Session, OidcError> {
+    pub async fn refresh(&self, session: &Session) -> Result<Session, ProviderError> {
         let Some(refresh) = session
             .tokens
             .as_ref()
             .and_then(|t| t.refresh_token.clone())
         else {
-            return Err(OidcError::Token("no refresh token".into()));
+            return Err(ProviderError::Token("no refresh token".into()));
         };
         let discovered = self.discovered(false).await?;
         let response: CoreTokenResponse = discovered
             .client
             .exchange_refresh_token(&RefreshToken::new(refresh.clone()))
-            .map_err(|e| OidcError::Token(e.to_string()))?
+            .map_err(|e| ProviderError::Token(e.to_string()))?
             .request_async(&self.http)
             .await
-            .map_err(|e| OidcError::Token(crate::error::DisplayChain(&e).to_string()))?;
+            .map_err(|e| ProviderError::Token(crate::error::DisplayChain(&e).to_string()))?;
         let refreshed_at = now();
         let mut claims = serde_json::json!({ "sub": session.subject });
         if let Some(id_token) = response.id_token() {
@@ -278,9 +265,9 @@ impl OidcProvider {
             let verifier = discovered.client.id_token_verifier();
             let verified = id_token
                 .claims(&verifier, |_: Option<&Nonce>| Ok(()))
-                .map_err(|e| OidcError::IdToken(e.to_string()))?;
+                .map_err(|e| ProviderError::IdToken(e.to_string()))?;
             if verified.subject().as_str() != session.subject {
-                return Err(OidcError::IdToken(
+                return Err(ProviderError::IdToken(
                     "refresh returned another subject".into(),
                 ));
             }
@@ -439,28 +426,28 @@ enum VerifyError {
 }
 
 impl VerifyError {
-    fn into_oidc(self) -> OidcError {
+    fn into_oidc(self) -> ProviderError {
         match self {
             Self::UnknownKey => {
-                OidcError::IdToken("signed with a key the provider does not publish".into())
+                ProviderError::IdToken("signed with a key the provider does not publish".into())
             }
-            Self::Other(e) => OidcError::IdToken(e),
+            Self::Other(e) => ProviderError::IdToken(e),
         }
     }
 }
 
 /// The JSON payload of an ID token whose signature has already been verified, for claims the
 /// typed API does not carry (groups, nested role claims).
-fn verified_payload(id_token: &CoreIdToken) -> Result<Value, OidcError> {
+fn verified_payload(id_token: &CoreIdToken) -> Result<Value, ProviderError> {
     let compact = id_token.to_string();
     let payload = compact
         .split('.')
         .nth(1)
-        .ok_or_else(|| OidcError::IdToken("not a compact JWT".into()))?;
+        .ok_or_else(|| ProviderError::IdToken("not a compact JWT".into()))?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(payload.trim_end_matches('='))
-        .map_err(|e| OidcError::IdToken(e.to_string()))?;
-    serde_json::from_slice(&bytes).map_err(|e| OidcError::IdToken(e.to_string()))
+        .map_err(|e| ProviderError::IdToken(e.to_string()))?;
+    serde_json::from_slice(&bytes).map_err(|e| ProviderError::IdToken(e.to_string()))
 }
 
 /// A claim by dotted path: `realm_access.roles` reads `{"realm_access": {"roles": [...]}}`.
@@ -472,9 +459,9 @@ fn claim<'a>(claims: &'a Value, path: &str) -> Option<&'a Value> {
         .try_fold(claims, |value, key| value.get(key))
 }
 
-impl From<HttpError> for OidcError {
+impl From<HttpError> for ProviderError {
     fn from(e: HttpError) -> Self {
-        OidcError::Discovery(e.to_string())
+        ProviderError::Discovery(e.to_string())
     }
 }
 
