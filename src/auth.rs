@@ -107,6 +107,7 @@ pub struct Auth {
     redirect_hosts: AllowedHosts,
     codec: Codec,
     providers: Vec<Provider>,
+    refresh_interval: Option<Duration>,
     /// Refreshes in flight or just done, by refresh token: see [`Auth::refresh`].
     refreshes: std::sync::Mutex<Refreshes>,
 }
@@ -190,6 +191,7 @@ impl Auth {
             redirect_hosts: AllowedHosts::new(&config.auth.allowed_redirect_hosts),
             codec,
             providers,
+            refresh_interval: session.refresh_interval,
             refreshes: std::sync::Mutex::default(),
         }))
     }
@@ -209,7 +211,7 @@ impl Auth {
     /// access token is about to expire is refreshed first; if that fails, the user signs in again.
     pub async fn gate(&self, parts: &Parts) -> Gate {
         if let Some(session) = self.codec.read_session(&parts.headers) {
-            if !needs_refresh(&session) {
+            if !needs_refresh(&session, self.refresh_interval) {
                 return Gate::Pass(session, Vec::new());
             }
             if let Some(fresh) = self.refresh(&session).await {
@@ -564,6 +566,7 @@ impl Auth {
             groups: user.groups.clone(),
             provider: dev.id.clone(),
             created_at: created,
+            refreshed_at: created,
             expires_at: created + self.codec.settings().expire.as_secs(),
             tokens: None,
         };
@@ -629,11 +632,15 @@ impl Auth {
     }
 }
 
-fn needs_refresh(session: &Session) -> bool {
+/// True when the access token is about to expire, or the refresh interval has passed.
+fn needs_refresh(session: &Session, interval: Option<Duration>) -> bool {
+    let now = now();
     session.tokens.as_ref().is_some_and(|t| {
         t.refresh_token.is_some()
-            && t.access_expires_at
-                .is_some_and(|at| at <= now() + REFRESH_MARGIN)
+            && (t
+                .access_expires_at
+                .is_some_and(|at| at <= now + REFRESH_MARGIN)
+                || interval.is_some_and(|i| now >= session.refreshed_at + i.as_secs()))
     })
 }
 
@@ -698,4 +705,78 @@ async fn read_form(mut body: Body) -> Option<Vec<(String, String)>> {
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::Tokens;
+
+    fn session(refresh: bool, expires_in: Option<u64>, refreshed_ago: u64) -> Session {
+        let t = now();
+        Session {
+            subject: "s".into(),
+            email: String::new(),
+            email_verified: false,
+            username: None,
+            name: None,
+            groups: Vec::new(),
+            provider: "p".into(),
+            created_at: t - refreshed_ago,
+            refreshed_at: t - refreshed_ago,
+            expires_at: t + 3600,
+            tokens: Some(Tokens {
+                access_token: Some("a".into()),
+                refresh_token: refresh.then(|| "r".into()),
+                id_token: None,
+                access_expires_at: expires_in.map(|s| t + s),
+            }),
+        }
+    }
+
+    #[test]
+    fn when_sessions_are_refreshed() {
+        let minute = Some(Duration::from_secs(60));
+        let table = [
+            (
+                "access token expiring",
+                session(true, Some(10), 0),
+                None,
+                true,
+            ),
+            (
+                "access token valid",
+                session(true, Some(3600), 0),
+                None,
+                false,
+            ),
+            ("no refresh token", session(false, Some(10), 0), None, false),
+            ("no expiry given", session(true, None, 0), None, false),
+            (
+                "interval passed",
+                session(true, Some(3600), 120),
+                minute,
+                true,
+            ),
+            (
+                "interval not yet passed",
+                session(true, Some(3600), 10),
+                minute,
+                false,
+            ),
+        ];
+        for (name, s, interval, want) in table {
+            assert_eq!(needs_refresh(&s, interval), want, "{name}");
+        }
+        let mut no_tokens = session(true, Some(10), 0);
+        no_tokens.tokens = None;
+        assert!(!needs_refresh(&no_tokens, minute));
+    }
+
+    #[test]
+    fn state_comparison() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+    }
 }

@@ -112,6 +112,15 @@ pub struct SessionConfig {
     /// How long a sign-in lasts. Default 12h.
     #[serde(with = "humantime_serde")]
     pub expire: Duration,
+    /// Refresh the session at the provider this often, even while the access token is valid,
+    /// so group changes and disabled accounts take effect (needs a refresh token). Default: off;
+    /// sessions are refreshed only when the access token is about to expire.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub refresh_interval: Option<Duration>,
 }
 
 impl Default for SessionConfig {
@@ -125,6 +134,7 @@ impl Default for SessionConfig {
             cookie_path: "/".into(),
             cookie_secure: true,
             expire: Duration::from_secs(12 * 3600),
+            refresh_interval: None,
         }
     }
 }

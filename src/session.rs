@@ -46,6 +46,9 @@ pub struct Session {
     /// Unix time the user signed in.
     #[serde(rename = "iat")]
     pub created_at: u64,
+    /// Unix time the session was last refreshed at the provider (sign-in counts).
+    #[serde(rename = "rfa", default)]
+    pub refreshed_at: u64,
     /// Unix time the session ends.
     #[serde(rename = "exp")]
     pub expires_at: u64,
@@ -394,6 +397,7 @@ mod tests {
                 .collect(),
             provider: "dev".into(),
             created_at: now(),
+            refreshed_at: now(),
             expires_at: now() + 3600,
             tokens: None,
         }

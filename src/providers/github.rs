@@ -184,6 +184,7 @@ impl GitHubProvider {
             groups,
             provider: self.config.id.clone(),
             created_at: created,
+            refreshed_at: created,
             expires_at: created + lifetime.as_secs(),
             tokens: Some(Tokens {
                 access_token: Some(token.clone()),

@@ -288,6 +288,7 @@ impl OidcProvider {
             Duration::ZERO,
         );
         let mut next = session.clone();
+        next.refreshed_at = refreshed_at;
         if !fresh.email.is_empty() {
             next.email = fresh.email;
             next.email_verified = fresh.email_verified;
@@ -413,6 +414,7 @@ impl OidcProvider {
             groups,
             provider: self.config.id.clone(),
             created_at: created,
+            refreshed_at: created,
             expires_at: created + lifetime.as_secs(),
             subject,
             tokens: Some(tokens),

@@ -69,15 +69,32 @@ async fn sign_in_pages_in_headless_chromium() {
     )))
     .await;
 
+    // A third Stagedoor signs in through a real OpenID provider.
+    let port = crate::support::free_port();
+    let op = crate::support::OpenIdProvider::start(
+        &format!("http://127.0.0.1:{port}/oauth2/callback"),
+        3600,
+    );
+    let oidc = start(
+        stagedoor::Config::from_toml(&format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[admin]\nenabled = false\n[upstreams.web]\nurl = \"{}\"\n[auth]\npublic_url = \"http://127.0.0.1:{port}\"\n{session}cookie_secret = \"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\"\n[[providers]]\nkind = \"oidc\"\nissuer = \"{}\"\nclient_id = \"stagedoor\"\nclient_secret = \"stagedoor-secret\"\n",
+            up.url(),
+            op.issuer
+        ))
+        .unwrap(),
+    )
+    .await;
+
     let shots = concat!(env!("CARGO_TARGET_TMPDIR"), "/browser-shots");
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new("node")
-            .arg(script)
-            .env("STAGEDOOR_URL", format!("http://{}", single.addr()))
-            .env("CHOOSER_URL", format!("http://{}", chooser.addr()))
-            .env("SHOTS_DIR", shots)
-            .output()
-    });
+    let mut node = Command::new("node");
+    node.arg(script)
+        .env("STAGEDOOR_URL", format!("http://{}", single.addr()))
+        .env("CHOOSER_URL", format!("http://{}", chooser.addr()))
+        .env("OIDC_URL", format!("http://{}", oidc.addr()))
+        .env("OIDC_ISSUER", &op.issuer)
+        .env("SHOTS_DIR", shots);
+    // The servers keep running on this test's runtime while node drives the browser.
+    let output = tokio::task::spawn_blocking(move || node.output());
     let output = output.await.unwrap().expect("node runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -86,5 +103,5 @@ async fn sign_in_pages_in_headless_chromium() {
         output.status.success(),
         "browser test failed:\n{stdout}\n{stderr}"
     );
-    assert_eq!(stdout.matches(" ok").count(), 6, "{stdout}");
+    assert_eq!(stdout.matches(" ok").count(), 7, "{stdout}");
 }

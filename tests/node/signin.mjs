@@ -2,6 +2,7 @@
 // pages. Started by tests/it/browser.rs with the addresses of two running Stagedoors:
 //   STAGEDOOR_URL  one development provider, routes /broken to a dead upstream
 //   CHOOSER_URL    two development providers, so /oauth2/start shows the chooser
+//   OIDC_URL       signs in through a real OpenID provider at OIDC_ISSUER
 //   SHOTS_DIR      where screenshots go
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
@@ -9,8 +10,10 @@ import { chromium } from 'playwright-core';
 
 const base = process.env.STAGEDOOR_URL;
 const chooserBase = process.env.CHOOSER_URL;
+const oidcBase = process.env.OIDC_URL;
+const issuer = process.env.OIDC_ISSUER;
 const shots = process.env.SHOTS_DIR ?? 'target/browser-shots';
-assert.ok(base && chooserBase, 'STAGEDOOR_URL and CHOOSER_URL must be set');
+assert.ok(base && chooserBase && oidcBase && issuer, 'STAGEDOOR_URL, CHOOSER_URL, OIDC_URL and OIDC_ISSUER must be set');
 mkdirSync(shots, { recursive: true });
 
 const browser = await chromium.launch({
@@ -33,7 +36,10 @@ try {
   // Every request the pages make must stay on Stagedoor's own origins: no external assets.
   const foreign = [];
   page.on('request', (r) => {
-    if (!r.url().startsWith(base) && !r.url().startsWith(chooserBase)) foreign.push(r.url());
+    // The provider's own login page is not ours to judge (it asks for a web font).
+    if (r.frame().url().startsWith(issuer)) return;
+    const ours = [base, chooserBase, oidcBase, issuer].some((origin) => r.url().startsWith(origin));
+    if (!ours) foreign.push(r.url());
   });
 
   await step('a protected page leads to the development sign-in form', async () => {
@@ -85,6 +91,16 @@ try {
     await page.getByRole('button', { name: /carol@example\.net/ }).click();
     await page.waitForURL(`${chooserBase}/docs`);
     await page.getByText('Signed in as carol@example.net').waitFor();
+  });
+
+  await step('sign-in through a real OpenID provider returns to the page', async () => {
+    await page.goto(`${oidcBase}/catalog?kind=group`);
+    assert.ok(page.url().startsWith(issuer), `at the provider: ${page.url()}`);
+    await page.fill('input[name=login]', 'alice');
+    await page.fill('input[name=password]', 'anything');
+    await page.screenshot({ path: `${shots}/oidc-provider-login.png` });
+    await Promise.all([page.waitForURL(`${oidcBase}/catalog?kind=group`), page.click('button[type=submit]')]);
+    await page.getByText('Signed in as alice@example.com').waitFor();
   });
 
   await step('dark mode renders', async () => {
