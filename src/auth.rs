@@ -107,6 +107,8 @@ pub struct Auth {
     redirect_hosts: AllowedHosts,
     codec: Codec,
     providers: Vec<Provider>,
+    /// `auth.public_url` without a trailing slash (empty when only `dev` is configured).
+    public_url: String,
     refresh_interval: Option<Duration>,
     /// Refreshes in flight or just done, by refresh token: see [`Auth::refresh`].
     refreshes: std::sync::Mutex<Refreshes>,
@@ -192,6 +194,13 @@ impl Auth {
             codec,
             providers,
             refresh_interval: session.refresh_interval,
+            public_url: config
+                .auth
+                .public_url
+                .as_deref()
+                .unwrap_or_default()
+                .trim_end_matches('/')
+                .to_string(),
             refreshes: std::sync::Mutex::default(),
         }))
     }
@@ -310,7 +319,7 @@ impl Auth {
                     accept,
                 ),
             },
-            (&Method::GET | &Method::POST, "/sign_out") => self.sign_out(parts, query),
+            (&Method::GET | &Method::POST, "/sign_out") => self.sign_out(parts, query).await,
             (&Method::GET, "/userinfo") => self.userinfo(parts),
             (_, "/start" | "/callback" | "/dev" | "/sign_out" | "/userinfo") => error_response(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -586,12 +595,24 @@ impl Auth {
         response
     }
 
-    fn sign_out(&self, parts: &Parts, query: &str) -> Response<Body> {
+    async fn sign_out(&self, parts: &Parts, query: &str) -> Response<Body> {
+        let session = self.codec.read_session(&parts.headers);
+        let at_provider = match &session {
+            Some(s) => match self.providers.iter().find(|p| p.id() == s.provider) {
+                Some(Provider::Oidc(oidc)) => {
+                    let back = format!("{}{}/sign_out", self.public_url, self.prefix);
+                    oidc.logout_url(s, &back).await
+                }
+                _ => None,
+            },
+            None => None,
+        };
         let rd = param(query, "rd")
             .and_then(|rd| redirect::validate(&rd, &self.redirect_hosts).map(str::to_string));
-        let mut response = match rd {
-            Some(rd) => redirect_to(&rd),
-            None => pages::html(
+        let mut response = match (at_provider, rd) {
+            (Some(url), _) => redirect_to(&url),
+            (None, Some(rd)) => redirect_to(&rd),
+            (None, None) => pages::html(
                 StatusCode::OK,
                 pages::message(
                     "Signed out",
@@ -600,7 +621,7 @@ impl Auth {
                 ),
             ),
         };
-        if let Some(session) = self.codec.read_session(&parts.headers) {
+        if let Some(session) = &session {
             tracing::info!(user = %session.user(), provider = %session.provider, "signed out");
         }
         for cookie in self.codec.clear_all(&parts.headers) {

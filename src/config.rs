@@ -467,6 +467,7 @@ impl PresetConfig {
                 .clone()
                 .unwrap_or_else(default_groups_claim),
             use_userinfo: true,
+            sign_out_at_provider: false,
             ca_file: self.ca_file.clone(),
         }
     }
@@ -515,6 +516,11 @@ pub struct OidcProviderConfig {
     /// Read the userinfo endpoint for claims the ID token lacks. Default true.
     #[serde(default = "default_true")]
     pub use_userinfo: bool,
+    /// On sign-out, also end the session at the provider (its `end_session_endpoint`, with
+    /// the ID token as hint); register `<auth.public_url>{prefix}/sign_out` as a post-logout
+    /// redirect URI there. Default false.
+    #[serde(default)]
+    pub sign_out_at_provider: bool,
     /// PEM bundle of CAs for the provider, instead of the system's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<PathBuf>,

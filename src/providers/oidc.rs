@@ -11,14 +11,14 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use openidconnect::core::{
-    CoreAuthenticationFlow, CoreClient, CoreIdToken, CoreIdTokenClaims, CoreProviderMetadata,
-    CoreTokenResponse,
+    CoreAuthenticationFlow, CoreClient, CoreIdToken, CoreIdTokenClaims, CoreTokenResponse,
 };
 use openidconnect::{
     AccessTokenHash, AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret, CsrfToken,
-    EndpointMaybeSet, EndpointNotSet, EndpointSet, IssuerUrl, Nonce, OAuth2TokenResponse,
-    PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RefreshToken, Scope,
-    SignatureVerificationError, TokenResponse,
+    EndpointMaybeSet, EndpointNotSet, EndpointSet, IssuerUrl, LogoutRequest, Nonce,
+    OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, PostLogoutRedirectUrl,
+    ProviderMetadataWithLogout, RedirectUrl, RefreshToken, Scope, SignatureVerificationError,
+    TokenResponse,
 };
 use serde_json::Value;
 use tokio::sync::Mutex;
@@ -46,6 +46,7 @@ const REFETCH_INTERVAL: Duration = Duration::from_secs(30);
 struct Discovered {
     client: Client,
     userinfo: Option<String>,
+    end_session: Option<openidconnect::EndSessionUrl>,
     fetched: Instant,
 }
 
@@ -133,10 +134,11 @@ impl OidcProvider {
         }
         let issuer = IssuerUrl::new(self.config.issuer.clone())
             .map_err(|e| ProviderError::Discovery(e.to_string()))?;
-        let metadata = CoreProviderMetadata::discover_async(issuer, &self.http)
+        let metadata = ProviderMetadataWithLogout::discover_async(issuer, &self.http)
             .await
             .map_err(|e| ProviderError::Discovery(crate::error::DisplayChain(&e).to_string()))?;
         let userinfo = metadata.userinfo_endpoint().map(|u| u.url().to_string());
+        let end_session = metadata.additional_metadata().end_session_endpoint.clone();
         let client = CoreClient::from_provider_metadata(
             metadata,
             ClientId::new(self.config.client_id.clone()),
@@ -148,6 +150,7 @@ impl OidcProvider {
         let fresh = Arc::new(Discovered {
             client,
             userinfo,
+            end_session,
             fetched: Instant::now(),
         });
         tracing::info!(provider = %self.config.id, issuer = %self.config.issuer, "provider metadata and keys fetched");
@@ -311,6 +314,26 @@ impl OidcProvider {
             tokens.id_token = Some(id_token.to_string());
         }
         Ok(next)
+    }
+
+    /// Where to send the browser to end the session at the provider too (RP-initiated
+    /// logout), when `sign_out_at_provider` is on and the provider has an end-session endpoint.
+    pub async fn logout_url(&self, session: &Session, post_logout: &str) -> Option<String> {
+        if !self.config.sign_out_at_provider {
+            return None;
+        }
+        let discovered = self.discovered(false).await.ok()?;
+        let endpoint = discovered.end_session.clone()?;
+        let mut request = LogoutRequest::from(endpoint)
+            .set_client_id(ClientId::new(self.config.client_id.clone()));
+        if let Ok(url) = PostLogoutRedirectUrl::new(post_logout.to_string()) {
+            request = request.set_post_logout_redirect_uri(url);
+        }
+        let hint = session.tokens.as_ref().and_then(|t| t.id_token.as_deref());
+        if let Some(id_token) = hint.and_then(|t| t.parse::<CoreIdToken>().ok()) {
+            request = request.set_id_token_hint(&id_token);
+        }
+        Some(request.http_get_url().to_string())
     }
 
     fn verify(

@@ -246,3 +246,45 @@ async fn required_claims_are_enforced_from_the_id_token() {
     let (_, accepted) = sign_in(proxy.addr(), "/", "alice").await;
     assert_eq!(accepted.status, StatusCode::SEE_OTHER);
 }
+
+#[tokio::test]
+async fn sign_out_can_end_the_session_at_the_provider() {
+    let up = Upstream::named("web").await;
+    let port = free_port();
+    let op = OpenIdProvider::start(&format!("http://127.0.0.1:{port}/oauth2/callback"), 3600);
+    let proxy = start(oidc_config(
+        port,
+        &op.issuer,
+        &up,
+        "sign_out_at_provider = true",
+    ))
+    .await;
+    let (mut browser, _) = sign_in(proxy.addr(), "/", "alice").await;
+
+    let out = browser.get("/oauth2/sign_out").await;
+    assert_eq!(out.status, StatusCode::FOUND);
+    let location = out.location().to_string();
+    assert!(
+        location.starts_with(&format!("{}/session/end?", op.issuer)),
+        "{location}"
+    );
+    assert!(location.contains("id_token_hint="), "{location}");
+    assert!(
+        location.contains(&format!(
+            "post_logout_redirect_uri=http%3A%2F%2F127.0.0.1%3A{port}%2Foauth2%2Fsign_out"
+        )),
+        "{location}"
+    );
+    assert!(
+        !browser.jar.contains_key("_stagedoor"),
+        "Stagedoor's session is cleared at once"
+    );
+    // The provider accepts the hint and asks to confirm (a bad hint would be a 400).
+    let confirm = browser.get(&location).await;
+    assert_eq!(confirm.status, StatusCode::OK, "{}", confirm.body);
+    assert!(
+        confirm.body.to_lowercase().contains("sign"),
+        "{}",
+        confirm.body
+    );
+}

@@ -1,7 +1,8 @@
 // A real, certified OpenID provider (the oidc-provider package) for Stagedoor's end-to-end
 // tests. Listens on 127.0.0.1 on a free port and prints `listening <issuer>` when ready.
 //
-//   CLIENT_ID, CLIENT_SECRET, REDIRECT_URI   the one client (Stagedoor)
+//   CLIENT_ID, CLIENT_SECRET, REDIRECT_URI   the one client (Stagedoor); its post-logout
+//                                           redirect is REDIRECT_URI with /sign_out for /callback
 //   ACCESS_TOKEN_TTL                         seconds (short values force refreshes)
 //
 // Accounts: alice (verified, groups engineering and backstage-admins), bob (unverified email).
@@ -14,6 +15,7 @@ const accounts = {
   bob: { email: 'bob@example.com', email_verified: false, name: 'Bob Builder', preferred_username: 'bob', groups: ['contractors'] },
 };
 
+const redirectUri = process.env.REDIRECT_URI ?? 'http://127.0.0.1:4180/oauth2/callback';
 const server = http.createServer();
 await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
 const issuer = `http://127.0.0.1:${server.address().port}`;
@@ -22,7 +24,8 @@ const provider = new Provider(issuer, {
   clients: [{
     client_id: process.env.CLIENT_ID ?? 'stagedoor',
     client_secret: process.env.CLIENT_SECRET ?? 'stagedoor-secret',
-    redirect_uris: [process.env.REDIRECT_URI ?? 'http://127.0.0.1:4180/oauth2/callback'],
+    redirect_uris: [redirectUri],
+    post_logout_redirect_uris: [redirectUri.replace(/\/callback$/, '/sign_out')],
     grant_types: ['authorization_code', 'refresh_token'],
     response_types: ['code'],
   }],
