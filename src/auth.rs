@@ -10,10 +10,11 @@
 //! ```
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
-use tokio::sync::OnceCell;
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
 
 use bytes::BytesMut;
 use http::header::{self, HeaderValue};
@@ -25,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{Config, ConfigError, DevProviderConfig, ProviderConfig, decode_cookie_secret};
 use crate::error::{error_response, json_response, wants_json};
 use crate::pages::{self, Choice, DevChoice};
+use crate::policy::{Policy, Refusal};
 use crate::providers::github::GitHubProvider;
 use crate::providers::oidc::OidcProvider;
 use crate::redirect::{self, AllowedHosts};
@@ -41,7 +43,7 @@ const REFRESH_REMEMBERED: Duration = Duration::from_secs(60);
 const MAX_FORM_BYTES: usize = 16 * 1024;
 
 /// Sign-in state carried in the encrypted CSRF cookie between start and callback.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Serialize, Deserialize)]
 struct LoginState {
     /// Random value the callback must echo (CSRF).
     #[serde(rename = "st")]
@@ -60,11 +62,21 @@ struct LoginState {
     pkce: Option<String>,
 }
 
+impl std::fmt::Debug for LoginState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginState")
+            .field("rd", &self.rd)
+            .field("idp", &self.idp)
+            .field("exp", &self.exp)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A configured provider, ready to sign people in.
 #[derive(Debug)]
 enum Provider {
     Dev(DevProviderConfig),
-    Oidc(Box<OidcProvider>),
+    Oidc(Arc<OidcProvider>),
     GitHub(Box<GitHubProvider>),
 }
 
@@ -96,11 +108,10 @@ pub enum Gate {
     Answer(Response<Body>),
 }
 
-/// Refresh results by refresh token, with when the refresh started.
-type Refreshes = HashMap<String, (Instant, Arc<OnceCell<Option<Session>>>)>;
+/// Refreshes by hash of the refresh token: when each started, and its result once done.
+type Refreshes = HashMap<String, (Instant, watch::Receiver<Option<Option<Session>>>)>;
 
 /// Sign-in configuration and cookie codec, built once.
-#[derive(Debug)]
 pub struct Auth {
     prefix: String,
     api_paths: Vec<String>,
@@ -112,6 +123,17 @@ pub struct Auth {
     refresh_interval: Option<Duration>,
     /// Refreshes in flight or just done, by refresh token: see [`Auth::refresh`].
     refreshes: std::sync::Mutex<Refreshes>,
+    policy: Policy,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth")
+            .field("prefix", &self.prefix)
+            .field("providers", &self.providers)
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Auth {
@@ -183,7 +205,7 @@ impl Auth {
                         .map_err(|(k, msg)| ConfigError::single(k, msg))?;
                     let built = OidcProvider::new(oidc, secret, &callback)
                         .map_err(|e| ConfigError::single(key, e))?;
-                    Provider::Oidc(Box::new(built))
+                    Provider::Oidc(Arc::new(built))
                 }
             });
         }
@@ -202,6 +224,15 @@ impl Auth {
                 .trim_end_matches('/')
                 .to_string(),
             refreshes: std::sync::Mutex::default(),
+            policy: Policy::new(
+                &config.policy,
+                config
+                    .providers
+                    .iter()
+                    .filter(|p| matches!(p, ProviderConfig::Dev(_)))
+                    .map(|p| p.id().to_string())
+                    .collect(),
+            ),
         }))
     }
 
@@ -218,16 +249,36 @@ impl Auth {
 
     /// The session of a request to be forwarded, or the answer to send instead. A session whose
     /// access token is about to expire is refreshed first; if that fails, the user signs in again.
+    /// A session that no rule admits (any more) gets 403.
     pub async fn gate(&self, parts: &Parts) -> Gate {
-        if let Some(session) = self.codec.read_session(&parts.headers) {
-            if !needs_refresh(&session, self.refresh_interval) {
-                return Gate::Pass(session, Vec::new());
+        let Some(session) = self.codec.read_session(&parts.headers) else {
+            return self.challenge(parts);
+        };
+        // A session from a provider that is no longer configured is no session.
+        let Some(provider) = self.providers.iter().find(|p| p.id() == session.provider) else {
+            tracing::debug!(provider = %session.provider, "session from an unconfigured provider");
+            return self.challenge(parts);
+        };
+        let (session, cookies) = match provider {
+            Provider::Oidc(oidc) if needs_refresh(&session, self.refresh_interval) => {
+                match self.refresh(oidc, &session).await {
+                    Some(fresh) => {
+                        let cookies = self.codec.write_session(&fresh, &parts.headers);
+                        (fresh, cookies)
+                    }
+                    None => return self.challenge(parts),
+                }
             }
-            if let Some(fresh) = self.refresh(&session).await {
-                let cookies = self.codec.write_session(&fresh, &parts.headers);
-                return Gate::Pass(fresh, cookies);
-            }
+            _ => (session, Vec::new()),
+        };
+        match self.policy.admits(&session) {
+            Ok(()) => Gate::Pass(session, cookies),
+            Err(refusal) => Gate::Answer(self.refused(parts, &session, refusal)),
         }
+    }
+
+    /// No session: 401 for API calls, else a redirect to sign in and back.
+    fn challenge(&self, parts: &Parts) -> Gate {
         if self.is_api_request(parts) {
             let mut response = json_response(
                 StatusCode::UNAUTHORIZED,
@@ -252,38 +303,73 @@ impl Auth {
         )))
     }
 
-    /// Refreshes `session` once, however many requests carrying it arrive together: a provider
-    /// that rotates refresh tokens accepts each one only once.
-    async fn refresh(&self, session: &Session) -> Option<Session> {
-        let token = session.tokens.as_ref()?.refresh_token.clone()?;
-        let provider = self.providers.iter().find_map(|p| match p {
-            Provider::Oidc(oidc) if oidc.id() == session.provider => Some(oidc),
-            _ => None,
-        })?;
-        let cell = {
-            let mut inflight = self.refreshes.lock().ok()?;
-            inflight.retain(|_, (started, _)| started.elapsed() < REFRESH_REMEMBERED);
-            Arc::clone(
-                &inflight
-                    .entry(token)
-                    .or_insert_with(|| (Instant::now(), Arc::new(OnceCell::new())))
-                    .1,
-            )
+    /// 403 for a signed-in user no rule admits: who they are, why, and a way out.
+    fn refused(&self, parts: &Parts, session: &Session, refusal: Refusal) -> Response<Body> {
+        tracing::info!(user = %session.log_name(), provider = %session.provider, reason = ?refusal, "access denied");
+        if self.is_api_request(parts) {
+            return json_response(
+                StatusCode::FORBIDDEN,
+                &serde_json::json!({
+                    "error": "forbidden",
+                    "status": 403,
+                    "message": refusal.explain(),
+                }),
+            );
+        }
+        let who = if session.email.is_empty() {
+            session.subject.clone()
+        } else {
+            session.email.clone()
         };
-        cell.get_or_init(|| async {
-            match provider.refresh(session).await {
-                Ok(fresh) => {
-                    tracing::debug!(user = %fresh.user(), "session refreshed");
-                    Some(fresh)
-                }
-                Err(e) => {
-                    tracing::info!(user = %session.user(), error = %e, "session refresh failed; signing in again");
-                    None
+        pages::html(
+            StatusCode::FORBIDDEN,
+            pages::message(
+                "Access denied",
+                &format!("You are signed in as {who}. {}", refusal.explain()),
+                Some((&format!("{}/sign_out", self.prefix), "Sign out")),
+            ),
+        )
+    }
+
+    /// Refreshes `session` once, however many requests carrying it arrive together: a provider
+    /// that rotates refresh tokens accepts each one only once. The refresh runs in its own task,
+    /// so a client that goes away cannot abandon a refresh halfway and lose the new token.
+    async fn refresh(&self, provider: &Arc<OidcProvider>, session: &Session) -> Option<Session> {
+        let token = session.tokens.as_ref()?.refresh_token.as_deref()?;
+        // Keyed by a hash: the map never holds a usable token.
+        let key = hex(&Sha256::digest(token.as_bytes()));
+        let mut result = {
+            let mut inflight = self
+                .refreshes
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            inflight.retain(|_, (started, _)| started.elapsed() < REFRESH_REMEMBERED);
+            match inflight.get(&key) {
+                Some((_, rx)) => rx.clone(),
+                None => {
+                    let (tx, rx) = watch::channel(None);
+                    let provider = Arc::clone(provider);
+                    let session = session.clone();
+                    tokio::spawn(async move {
+                        let fresh = match provider.refresh(&session).await {
+                            Ok(fresh) => {
+                                tracing::debug!(user = %fresh.log_name(), "session refreshed");
+                                Some(fresh)
+                            }
+                            Err(e) => {
+                                tracing::info!(user = %session.log_name(), error = %e, "session refresh failed; signing in again");
+                                None
+                            }
+                        };
+                        let _ = tx.send(Some(fresh));
+                    });
+                    inflight.insert(key, (Instant::now(), rx.clone()));
+                    rx
                 }
             }
-        })
-        .await
-        .clone()
+        };
+        let done = result.wait_for(Option::is_some).await.ok()?;
+        done.clone().flatten()
     }
 
     /// A request that should get 401 rather than a redirect to a sign-in page.
@@ -460,10 +546,7 @@ impl Auth {
             _ => return self.expired_sign_in(),
         };
         match redeemed {
-            Ok(session) => {
-                tracing::info!(user = %session.user(), provider = %session.provider, "signed in");
-                self.signed_in(parts, &session, &login.rd)
-            }
+            Ok(session) => self.signed_in(parts, &session, &login.rd),
             Err(e) => {
                 tracing::warn!(provider = %provider.id(), error = %e, "sign-in failed");
                 pages::html(
@@ -579,16 +662,35 @@ impl Auth {
             expires_at: created + self.codec.settings().expire.as_secs(),
             tokens: None,
         };
-        tracing::info!(user = %session.user(), provider = %session.provider, "signed in");
         self.signed_in(parts, &session, &login.rd)
     }
 
     /// Stores the session, clears the sign-in state and sends the browser back.
     fn signed_in(&self, parts: &Parts, session: &Session, rd: &str) -> Response<Body> {
+        if let Err(refusal) = self.policy.admits(session) {
+            let mut response = self.refused(parts, session, refusal);
+            set_cookie(&mut response, &self.codec.clear_csrf());
+            return response;
+        }
+        let cookies = self.codec.write_session(session, &parts.headers);
+        if cookies.is_empty() {
+            tracing::warn!(user = %session.log_name(), groups = session.groups.len(), "session too large for cookies");
+            let mut response = pages::html(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                pages::message(
+                    "Session too large",
+                    "Your account carries more groups than fit in a browser cookie. Ask the operator to narrow the groups claim.",
+                    None,
+                ),
+            );
+            set_cookie(&mut response, &self.codec.clear_csrf());
+            return response;
+        }
+        tracing::info!(user = %session.log_name(), provider = %session.provider, "signed in");
         // See other (303): the browser follows with a GET even after the form POST.
         let mut response = redirect_to(rd);
         *response.status_mut() = StatusCode::SEE_OTHER;
-        for cookie in self.codec.write_session(session, &parts.headers) {
+        for cookie in cookies {
             set_cookie(&mut response, &cookie);
         }
         set_cookie(&mut response, &self.codec.clear_csrf());
@@ -622,7 +724,7 @@ impl Auth {
             ),
         };
         if let Some(session) = &session {
-            tracing::info!(user = %session.user(), provider = %session.provider, "signed out");
+            tracing::info!(user = %session.log_name(), provider = %session.provider, "signed out");
         }
         for cookie in self.codec.clear_all(&parts.headers) {
             set_cookie(&mut response, &cookie);
@@ -661,7 +763,8 @@ fn needs_refresh(session: &Session, interval: Option<Duration>) -> bool {
             && (t
                 .access_expires_at
                 .is_some_and(|at| at <= now + REFRESH_MARGIN)
-                || interval.is_some_and(|i| now >= session.refreshed_at + i.as_secs()))
+                || interval
+                    .is_some_and(|i| now >= session.refreshed_at.saturating_add(i.as_secs())))
     })
 }
 
@@ -722,6 +825,10 @@ async fn read_form(mut body: Body) -> Option<Vec<(String, String)>> {
             .map(|(k, v)| (k.into_owned(), v.into_owned()))
             .collect(),
     )
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

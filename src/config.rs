@@ -52,6 +52,23 @@ pub struct Config {
     pub session: SessionConfig,
     /// Identity providers users sign in with. With none, Stagedoor forwards without sign-in.
     pub providers: Vec<ProviderConfig>,
+    /// Who may pass the gate once signed in.
+    pub policy: PolicyConfig,
+}
+
+/// Who may pass the gate. Deny unless a rule allows.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// Email domains whose users may pass: `example.com` (exactly that domain) or
+    /// `*.example.com` (its subdomains only). Only verified addresses count. Default: none.
+    pub email_domains: Vec<String>,
+    /// Let every user the provider signs in pass (for a provider that only has your own
+    /// people, such as a company Keycloak realm). Default false.
+    pub allow_any_user: bool,
+    /// Accept users whose provider does not say their email is verified. Default false:
+    /// an unverified address could be anyone's.
+    pub allow_unverified_email: bool,
 }
 
 /// Sign-in endpoints and answers to requests without a session.
@@ -1138,6 +1155,14 @@ impl Config {
             ids.push(id);
             match provider {
                 ProviderConfig::Dev(dev) => {
+                    let public_loopback =
+                        self.auth.public_url.as_deref().is_none_or(is_loopback_url);
+                    if !self.server.trusted_proxies.is_empty() || !public_loopback {
+                        issues.add(
+                            &key,
+                            "the dev provider only runs where nothing relays other people's requests: remove server.trusted_proxies and any non-loopback auth.public_url",
+                        );
+                    }
                     if !loopback {
                         issues.add(
                             &key,
@@ -1208,6 +1233,27 @@ impl Config {
                         }
                     }
                 }
+            }
+        }
+
+        let real_providers = self
+            .providers
+            .iter()
+            .any(|p| !matches!(p, ProviderConfig::Dev(_)));
+        let policy = &self.policy;
+        if real_providers && !policy.allow_any_user && policy.email_domains.is_empty() {
+            issues.add(
+                "policy",
+                "no one could pass the gate: set policy.email_domains = [\"example.com\"], or policy.allow_any_user = true if every account at your providers may",
+            );
+        }
+        for (i, domain) in policy.email_domains.iter().enumerate() {
+            let name = domain.strip_prefix("*.").unwrap_or(domain);
+            if name.is_empty() || name.contains(['@', '*', '/', ' ']) || !name.contains('.') {
+                issues.add(
+                    format!("policy.email_domains[{i}]"),
+                    format!("{domain:?} is not a domain (\"example.com\", or \"*.example.com\" for subdomains)"),
+                );
             }
         }
 
@@ -1520,7 +1566,7 @@ mod tests {
 
     #[test]
     fn presets_expand_to_openid_connect() {
-        let base = "[upstreams.web]\nurl = \"http://a\"\n[auth]\npublic_url = \"https://portal.example.com\"\n[session]\ncookie_secret = \"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\"\n";
+        let base = "[upstreams.web]\nurl = \"http://a\"\n[auth]\npublic_url = \"https://portal.example.com\"\n[policy]\nallow_any_user = true\n[session]\ncookie_secret = \"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\"\n";
         let cfg = Config::from_toml(&format!(
             "{base}[[providers]]\nkind = \"google\"\nclient_id = \"c\"\nclient_secret = \"s\"\nhosted_domain = \"example.com\"\n\
              [[providers]]\nkind = \"keycloak\"\nclient_id = \"c\"\nbase_url = \"https://sso.example.com/\"\nrealm = \"corp\"\n\
@@ -1566,6 +1612,37 @@ mod tests {
         let err = Config::from_toml(&typo).unwrap_err();
         assert_eq!(err.issues[0].key, "providers[0]");
         assert!(err.issues[0].message.contains("client_id_typo"), "{err}");
+    }
+
+    #[test]
+    fn real_providers_need_an_admission_rule() {
+        let base = "[upstreams.web]\nurl = \"http://a\"\n[auth]\npublic_url = \"https://p.example.com\"\n[session]\ncookie_secret = \"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\"\n[[providers]]\nkind = \"github\"\nclient_id = \"c\"\n";
+        assert_eq!(keys(base), ["policy"]);
+        assert_eq!(
+            keys(&format!(
+                "{base}[policy]\nemail_domains = [\"example.com\"]\n"
+            )),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            keys(&format!("{base}[policy]\nallow_any_user = true\n")),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            keys(&format!(
+                "{base}[policy]\nemail_domains = [\"@example.com\", \"*.\"]\n"
+            )),
+            ["policy.email_domains[0]", "policy.email_domains[1]"]
+        );
+        // The dev provider's users are listed by hand, so it needs no rule.
+        let dev = "[upstreams.web]\nurl = \"http://a\"\n[[providers]]\nkind = \"dev\"\nusers = [{ email = \"a@example.com\" }]\n";
+        assert_eq!(keys(dev), Vec::<String>::new());
+        assert_eq!(
+            keys(&format!(
+                "{dev}[server]\ntrusted_proxies = [\"10.0.0.0/8\"]\n"
+            )),
+            ["providers[0]"]
+        );
     }
 
     #[test]

@@ -24,6 +24,9 @@ pub enum ProxyError {
         /// The underlying failure.
         source: crate::BoxError,
     },
+    /// The signed-in identity cannot be expressed in headers.
+    #[error("identity cannot be forwarded")]
+    Identity,
     /// The upstream did not answer in time.
     #[error("upstream {upstream} timed out")]
     UpstreamTimeout {
@@ -40,6 +43,7 @@ impl ProxyError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Self::Identity => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -54,6 +58,7 @@ impl ProxyError {
             Self::UpstreamTimeout { .. } => {
                 "The service behind this gateway did not answer in time. Try again in a moment."
             }
+            Self::Identity => "Your identity cannot be passed on to this service.",
         }
     }
 

@@ -29,6 +29,12 @@ const IDENTITY_HEADERS: &[&str] = &[
     "x-stagedoor-identity",
     "gap-auth",
     "remote-user",
+    "x-remote-user",
+    "x-webauth-user",
+    "x-webauth-email",
+    "x-auth-user",
+    "x-user",
+    "x-email",
 ];
 
 /// True if `name` is an identity header in any spelling.
@@ -50,24 +56,46 @@ pub fn strip(headers: &mut HeaderMap) {
     }
 }
 
-/// Sets the identity headers Backstage's `oauth2Proxy` sign-in provider reads.
-pub fn inject(headers: &mut HeaderMap, session: &Session) {
+/// Sets the identity headers Backstage's `oauth2Proxy` sign-in provider reads. Fails if the
+/// user cannot be expressed as a header value: the request must then not be forwarded.
+pub fn inject(headers: &mut HeaderMap, session: &Session) -> Result<(), InvalidIdentity> {
+    let user = HeaderValue::from_str(session.user()).map_err(|_| InvalidIdentity)?;
+    headers.insert(X_FORWARDED_USER, user);
     let mut set = |name: HeaderName, value: &str| {
         if let Ok(v) = HeaderValue::from_str(value) {
             headers.insert(name, v);
         }
     };
-    set(X_FORWARDED_USER, session.user());
     if !session.email.is_empty() {
         set(X_FORWARDED_EMAIL, &session.email);
     }
     if let Some(username) = session.username.as_deref() {
         set(X_FORWARDED_PREFERRED_USERNAME, username);
     }
-    if !session.groups.is_empty() {
-        set(X_FORWARDED_GROUPS, &session.groups.join(","));
+    // A comma inside a group name would read as two groups; such names are left out.
+    let groups: Vec<&str> = session
+        .groups
+        .iter()
+        .map(String::as_str)
+        .filter(|g| !g.contains(',') && HeaderValue::from_str(g).is_ok())
+        .collect();
+    if groups.len() < session.groups.len() {
+        tracing::warn!(
+            user = %session.log_name(),
+            skipped = session.groups.len() - groups.len(),
+            "groups with commas or control characters are not forwarded"
+        );
     }
+    if !groups.is_empty() {
+        set(X_FORWARDED_GROUPS, &groups.join(","));
+    }
+    Ok(())
 }
+
+/// The signed-in user's id cannot be sent as a header value.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the user id cannot be sent in a header")]
+pub struct InvalidIdentity;
 
 #[cfg(test)]
 mod tests {

@@ -14,6 +14,7 @@ pub mod headers;
 pub mod identity;
 pub mod pages;
 pub mod pipeline;
+pub mod policy;
 pub mod providers;
 pub mod redirect;
 pub mod routes;

@@ -116,7 +116,7 @@ async fn route(
         },
         None => (None, Vec::new()),
     };
-    log.user = session.as_ref().map(|s| s.user().to_string());
+    log.user = session.as_ref().map(|s| s.log_name().to_string());
     let result = match target(app, &parts, host) {
         Ok(upstream) => {
             log.upstream = Some(upstream.name().to_string());
@@ -141,10 +141,18 @@ async fn route(
         }
         e.into_response(accept.as_ref())
     });
-    for cookie in set_cookies {
-        if let Ok(value) = HeaderValue::from_str(&cookie.to_string()) {
-            response.headers_mut().append(header::SET_COOKIE, value);
+    if !set_cookies.is_empty() {
+        let headers = response.headers_mut();
+        for cookie in set_cookies {
+            if let Ok(value) = HeaderValue::from_str(&cookie.to_string()) {
+                headers.append(header::SET_COOKIE, value);
+            }
         }
+        // A refreshed session must never be stored by a shared cache with this response.
+        headers.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("private, no-store"),
+        );
     }
     response
 }
@@ -221,7 +229,7 @@ async fn forward(
         auth.codec().strip_own(headers);
     }
     if let Some(session) = session {
-        identity::inject(headers, session);
+        identity::inject(headers, session).map_err(|_| ProxyError::Identity)?;
     }
     let origin = Origin {
         peer: ctx.peer.ip(),

@@ -16,8 +16,9 @@ use serde::{Deserialize, Serialize};
 
 /// Largest cookie value Stagedoor sets; browsers cap name plus value near 4096 bytes.
 const MAX_CHUNK: usize = 3800;
-/// Most chunks read back; a larger session is refused rather than reassembled.
-const MAX_CHUNKS: usize = 16;
+/// Most chunks written or read back (about 22 KiB, within `server.max_header_bytes`'s
+/// default); a larger session is refused rather than written.
+const MAX_CHUNKS: usize = 6;
 
 /// Who is signed in, as carried in the session cookie.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -92,13 +93,19 @@ impl std::fmt::Debug for Tokens {
 }
 
 impl Session {
-    /// The name forwarded as the user: username if known, else email, else subject.
+    /// The user as forwarded in `X-Forwarded-User`: the provider's stable subject, as
+    /// oauth2-proxy does (usernames can change hands; subjects do not).
     pub fn user(&self) -> &str {
-        self.username
-            .as_deref()
-            .filter(|u| !u.is_empty())
-            .or(Some(self.email.as_str()).filter(|e| !e.is_empty()))
-            .unwrap_or(&self.subject)
+        &self.subject
+    }
+
+    /// How logs name the user: the email if there is one, else the subject.
+    pub fn log_name(&self) -> &str {
+        if self.email.is_empty() {
+            &self.subject
+        } else {
+            &self.email
+        }
     }
 }
 
@@ -208,6 +215,7 @@ impl Codec {
     }
 
     /// The `Set-Cookie` values that store `session`, clearing chunks of an older, larger one.
+    /// Empty if the session is too large for [`MAX_CHUNKS`] cookies.
     pub fn write_session(&self, session: &Session, request: &HeaderMap) -> Vec<Cookie<'static>> {
         let base = &self.settings.name;
         let Some(sealed) = serde_json::to_string(session)
@@ -219,6 +227,9 @@ impl Codec {
         let max_age = cookie::time::Duration::seconds(
             i64::try_from(self.settings.expire.as_secs()).unwrap_or(i64::MAX),
         );
+        if sealed.len() > MAX_CHUNK * MAX_CHUNKS {
+            return Vec::new();
+        }
         let mut names = Vec::new();
         if sealed.len() <= MAX_CHUNK {
             names.push((base.clone(), sealed));

@@ -51,7 +51,6 @@ struct Discovered {
 }
 
 /// What the browser is sent to, and what the callback must check.
-#[derive(Debug)]
 pub struct Authorization {
     /// The provider's authorization URL.
     pub url: String,
@@ -59,6 +58,14 @@ pub struct Authorization {
     pub nonce: String,
     /// PKCE verifier for the code exchange.
     pub pkce_verifier: String,
+}
+
+impl std::fmt::Debug for Authorization {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authorization")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
 }
 
 /// One OpenID Connect provider.
@@ -208,25 +215,19 @@ impl OidcProvider {
             .id_token()
             .ok_or_else(|| ProviderError::IdToken("the token response has no ID token".into()))?;
         let nonce = Nonce::new(nonce.to_string());
-        let discovered = match self.verify(&discovered, id_token, &response, &nonce) {
+        let discovered = match self.verify(&discovered, id_token, &response, Some(&nonce)) {
             Ok(()) => discovered,
             Err(VerifyError::UnknownKey) => {
                 // The provider may have rotated its keys since they were fetched.
                 let fresh = self.discovered(true).await?;
-                self.verify(&fresh, id_token, &response, &nonce)
-                    .map_err(VerifyError::into_oidc)?;
+                self.verify(&fresh, id_token, &response, Some(&nonce))
+                    .map_err(VerifyError::into_error)?;
                 fresh
             }
-            Err(e) => return Err(e.into_oidc()),
+            Err(e) => return Err(e.into_error()),
         };
         let claims = verified_payload(id_token)?;
-        for (name, expected) in &self.config.required_claims {
-            if claim(&claims, name).and_then(Value::as_str) != Some(expected.as_str()) {
-                return Err(ProviderError::IdToken(format!(
-                    "claim {name} is not {expected:?}"
-                )));
-            }
-        }
+        self.check_required_claims(&claims)?;
         let userinfo = match &discovered.userinfo {
             Some(url) if self.config.use_userinfo => {
                 self.userinfo(url, response.access_token().secret()).await
@@ -237,8 +238,14 @@ impl OidcProvider {
         let tokens = Tokens {
             access_token: Some(response.access_token().secret().clone()),
             refresh_token: response.refresh_token().map(|t| t.secret().clone()),
-            id_token: Some(id_token.to_string()),
-            access_expires_at: response.expires_in().map(|d| created + d.as_secs()),
+            // Kept only when sign-out needs it as a hint: it is the largest part of a session.
+            id_token: self
+                .config
+                .sign_out_at_provider
+                .then(|| id_token.to_string()),
+            access_expires_at: response
+                .expires_in()
+                .map(|d| created.saturating_add(d.as_secs())),
         };
         Ok(self.session(&claims, userinfo.as_ref(), tokens, created, lifetime))
     }
@@ -263,18 +270,26 @@ impl OidcProvider {
             .map_err(|e| ProviderError::Token(crate::error::DisplayChain(&e).to_string()))?;
         let refreshed_at = now();
         let mut claims = serde_json::json!({ "sub": session.subject });
+        let mut discovered = discovered;
         if let Some(id_token) = response.id_token() {
-            // A refreshed ID token carries no nonce (OpenID Connect Core §12.2).
-            let verifier = discovered.client.id_token_verifier();
-            let verified = id_token
-                .claims(&verifier, |_: Option<&Nonce>| Ok(()))
-                .map_err(|e| ProviderError::IdToken(e.to_string()))?;
-            if verified.subject().as_str() != session.subject {
+            // Verified as at sign-in, except that a refreshed ID token carries no nonce
+            // (OpenID Connect Core §12.2); keys are fetched again if the provider rotated them.
+            match self.verify(&discovered, id_token, &response, None) {
+                Ok(()) => {}
+                Err(VerifyError::UnknownKey) => {
+                    discovered = self.discovered(true).await?;
+                    self.verify(&discovered, id_token, &response, None)
+                        .map_err(VerifyError::into_error)?;
+                }
+                Err(e) => return Err(e.into_error()),
+            }
+            claims = verified_payload(id_token)?;
+            if claims["sub"].as_str() != Some(session.subject.as_str()) {
                 return Err(ProviderError::IdToken(
                     "refresh returned another subject".into(),
                 ));
             }
-            claims = verified_payload(id_token)?;
+            self.check_required_claims(&claims)?;
         }
         let userinfo = match &discovered.userinfo {
             Some(url) if self.config.use_userinfo => {
@@ -282,7 +297,7 @@ impl OidcProvider {
             }
             _ => None,
         };
-        // Claims the provider sent again replace the old ones; silent ones are kept.
+        // Claims the provider sent again replace the old ones.
         let fresh = self.session(
             &claims,
             userinfo.as_ref(),
@@ -296,21 +311,24 @@ impl OidcProvider {
             next.email = fresh.email;
             next.email_verified = fresh.email_verified;
         }
-        if !fresh.groups.is_empty() || userinfo.is_some() {
+        // A fresh answer is authoritative for groups, so a removal takes effect.
+        if response.id_token().is_some() || userinfo.is_some() {
             next.groups = fresh.groups;
         }
         next.name = fresh.name.or(next.name);
         next.username = fresh.username.or(next.username);
         let tokens = next.tokens.get_or_insert_with(Tokens::default);
         tokens.access_token = Some(response.access_token().secret().clone());
-        tokens.access_expires_at = response.expires_in().map(|d| refreshed_at + d.as_secs());
+        tokens.access_expires_at = response
+            .expires_in()
+            .map(|d| refreshed_at.saturating_add(d.as_secs()));
         // Providers that rotate refresh tokens send a new one; others keep the old one valid.
         tokens.refresh_token = Some(
             response
                 .refresh_token()
                 .map_or(refresh, |t| t.secret().clone()),
         );
-        if let Some(id_token) = response.id_token() {
+        if let (Some(id_token), true) = (response.id_token(), self.config.sign_out_at_provider) {
             tokens.id_token = Some(id_token.to_string());
         }
         Ok(next)
@@ -336,15 +354,31 @@ impl OidcProvider {
         Some(request.http_get_url().to_string())
     }
 
+    fn check_required_claims(&self, claims: &Value) -> Result<(), ProviderError> {
+        for (name, expected) in &self.config.required_claims {
+            if claim(claims, name).and_then(Value::as_str) != Some(expected.as_str()) {
+                return Err(ProviderError::IdToken(format!(
+                    "claim {name} is not {expected:?}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Verifies an ID token; `nonce` is `None` only for tokens from a refresh.
     fn verify(
         &self,
         discovered: &Discovered,
         id_token: &CoreIdToken,
         response: &CoreTokenResponse,
-        nonce: &Nonce,
+        nonce: Option<&Nonce>,
     ) -> Result<(), VerifyError> {
         let verifier = discovered.client.id_token_verifier();
-        let claims: &CoreIdTokenClaims = match id_token.claims(&verifier, nonce) {
+        let checked = match nonce {
+            Some(nonce) => id_token.claims(&verifier, nonce),
+            None => id_token.claims(&verifier, |_: Option<&Nonce>| Ok(())),
+        };
+        let claims: &CoreIdTokenClaims = match checked {
             Ok(c) => c,
             Err(ClaimsVerificationError::SignatureVerification(
                 SignatureVerificationError::NoMatchingKey,
@@ -438,7 +472,7 @@ impl OidcProvider {
             provider: self.config.id.clone(),
             created_at: created,
             refreshed_at: created,
-            expires_at: created + lifetime.as_secs(),
+            expires_at: created.saturating_add(lifetime.as_secs()),
             subject,
             tokens: Some(tokens),
         }
@@ -451,7 +485,7 @@ enum VerifyError {
 }
 
 impl VerifyError {
-    fn into_oidc(self) -> ProviderError {
+    fn into_error(self) -> ProviderError {
         match self {
             Self::UnknownKey => {
                 ProviderError::IdToken("signed with a key the provider does not publish".into())

@@ -83,6 +83,9 @@ async fn github_sign_in(
         [session]
         cookie_secure = false
         cookie_secret = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+        [policy]
+        email_domains = ["example.com"]
+        allow_unverified_email = {allow_unverified}
         [[providers]]
         kind = "github"
         client_id = "Iv1.test"
@@ -90,7 +93,8 @@ async fn github_sign_in(
         base_url = "{}"
         "#,
         up.url(),
-        github.url()
+        github.url(),
+        allow_unverified = !verified,
     );
     let proxy = start(stagedoor::Config::from_toml(&toml).unwrap()).await;
     let mut browser = Browser::new(proxy.addr());
@@ -144,7 +148,11 @@ async fn github_user_emails_orgs_and_teams() {
         json!(["acme", "opensource", "acme/platform", "opensource/docs"])
     );
     let seen = header_map(&up.last().headers);
-    assert_eq!(seen["x-forwarded-user"], "octocat");
+    assert_eq!(
+        seen["x-forwarded-user"], "583231",
+        "GitHub's stable user id"
+    );
+    assert_eq!(seen["x-forwarded-preferred-username"], "octocat");
     assert_eq!(
         seen["x-forwarded-groups"],
         "acme,opensource,acme/platform,opensource/docs"
@@ -153,6 +161,7 @@ async fn github_user_emails_orgs_and_teams() {
 
 #[tokio::test]
 async fn github_without_a_verified_email_is_marked_unverified() {
+    // Signs in only because this configuration explicitly allows unverified addresses.
     let (status, info, _, _) = github_sign_in("good-code", false).await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     let info = info.unwrap();

@@ -182,6 +182,8 @@ async fn setup() -> (FakeIdp, stagedoor::Running, Upstream) {
         [session]
         cookie_secure = false
         cookie_secret = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+        [policy]
+        email_domains = ["example.com"]
         [[providers]]
         kind = "oidc"
         issuer = "{}"

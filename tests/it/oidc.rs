@@ -33,6 +33,8 @@ fn oidc_config(port: u16, issuer: &str, upstream: &Upstream, extra: &str) -> Con
         client_secret = "stagedoor-secret"
         scopes = ["openid", "email", "profile", "groups", "offline_access"]
         {extra}
+        [policy]
+        email_domains = ["example.com"]
         "#,
         upstream = upstream.url()
     );
@@ -132,7 +134,7 @@ async fn session_survives_a_restart() {
     let port = free_port();
     let op = OpenIdProvider::start(&format!("http://127.0.0.1:{port}/oauth2/callback"), 3600);
     let proxy = start(oidc_config(port, &op.issuer, &up, "")).await;
-    let (browser, _) = sign_in(proxy.addr(), "/", "bob").await;
+    let (browser, _) = sign_in(proxy.addr(), "/", "alice").await;
     assert!(proxy.shutdown().await);
 
     let again = start(oidc_config(port, &op.issuer, &up, "")).await;
@@ -142,7 +144,7 @@ async fn session_survives_a_restart() {
     assert_eq!(page.status, StatusCode::OK);
     assert_eq!(
         header_map(&up.last().headers)["x-forwarded-email"],
-        "bob@example.com"
+        "alice@example.com"
     );
 }
 
@@ -287,4 +289,31 @@ async fn sign_out_can_end_the_session_at_the_provider() {
         "{}",
         confirm.body
     );
+}
+
+#[tokio::test]
+async fn unverified_emails_and_other_domains_are_refused() {
+    let up = Upstream::named("web").await;
+    let port = free_port();
+    let op = OpenIdProvider::start(&format!("http://127.0.0.1:{port}/oauth2/callback"), 3600);
+    // bob's address is not verified by the provider.
+    let proxy = start(oidc_config(port, &op.issuer, &up, "")).await;
+    let (browser, refused) = sign_in(proxy.addr(), "/", "bob").await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert!(refused.body.contains("not verified"), "{}", refused.body);
+    assert!(
+        refused.body.contains("bob@example.com"),
+        "the page says who is signed in"
+    );
+    assert!(!browser.jar.contains_key("_stagedoor"));
+    proxy.shutdown().await;
+
+    // alice is verified, but her domain is not the allowed one.
+    let mut config = oidc_config(port, &op.issuer, &up, "");
+    config.policy.email_domains = vec!["example.org".into()];
+    let proxy = start(config).await;
+    let (_, refused) = sign_in(proxy.addr(), "/", "alice").await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert!(refused.body.contains("not allowed"), "{}", refused.body);
+    assert!(up.seen().is_empty());
 }

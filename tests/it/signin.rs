@@ -95,7 +95,7 @@ async fn browser_is_sent_to_sign_in_and_back_to_the_exact_url() {
     assert_eq!((page.status, page.body.as_str()), (StatusCode::OK, "web"));
     let seen = header_map(&up.last().headers);
     assert_eq!(seen["x-forwarded-email"], "alice@example.com");
-    assert_eq!(seen["x-forwarded-user"], "alice");
+    assert_eq!(seen["x-forwarded-user"], "alice@example.com", "the subject");
     assert_eq!(seen["x-forwarded-preferred-username"], "alice");
     assert_eq!(seen["x-forwarded-groups"], "engineering,admins");
     assert!(
@@ -253,12 +253,12 @@ async fn hostile_return_addresses_end_at_the_root() {
 async fn sign_out_userinfo_and_foreign_sessions() {
     let up = Upstream::named("web").await;
     let proxy = start(dev_config(&up, "")).await;
-    let (mut browser, _) = sign_in(proxy.addr(), "/", "bob@example.com").await;
+    let (mut browser, _) = sign_in(proxy.addr(), "/", "alice@example.com").await;
 
     let info = browser.get("/oauth2/userinfo").await;
     let json: serde_json::Value = serde_json::from_str(&info.body).unwrap();
-    assert_eq!(json["email"], "bob@example.com");
-    assert_eq!(json["email_verified"], false);
+    assert_eq!(json["email"], "alice@example.com");
+    assert_eq!(json["email_verified"], true);
     assert_eq!(json["provider"], "dev");
 
     // The same cookie presented to a Stagedoor with another secret is no session at all.
@@ -336,4 +336,20 @@ impl TapSecret for stagedoor::Config {
         self.session.cookie_secret = Some(stagedoor::secret::Secret::new(secret));
         self
     }
+}
+
+#[tokio::test]
+async fn sessions_from_providers_no_longer_configured_are_no_session() {
+    let up = Upstream::named("web").await;
+    let proxy = start(dev_config(&up, "")).await;
+    let (browser, _) = sign_in(proxy.addr(), "/", "alice@example.com").await;
+    // Same secret, but the provider that signed alice in is gone from the configuration.
+    let mut renamed = dev_config(&up, "");
+    if let stagedoor::config::ProviderConfig::Dev(dev) = &mut renamed.providers[0] {
+        dev.id = "dev-new".into();
+    }
+    let other = start(renamed).await;
+    let mut same = Browser::new(other.addr());
+    same.jar = browser.jar.clone();
+    assert_eq!(same.get("/").await.status, StatusCode::FOUND);
 }
