@@ -165,7 +165,16 @@ impl Auth {
             &current,
             &previous,
             CookieSettings {
-                name: session.cookie_name.clone(),
+                // __Host- cookies cannot be set or shadowed by a sibling subdomain (cookie
+                // tossing); browsers accept the prefix only on Secure, host-only, Path=/ cookies.
+                name: if session.cookie_secure
+                    && session.cookie_domain.is_none()
+                    && session.cookie_path == "/"
+                {
+                    format!("__Host-{}", session.cookie_name)
+                } else {
+                    session.cookie_name.clone()
+                },
                 domain: session.cookie_domain.clone(),
                 path: session.cookie_path.clone(),
                 secure: session.cookie_secure,
@@ -521,12 +530,15 @@ impl Auth {
                 .take(64)
                 .collect();
             tracing::info!(error = %code, "identity provider refused the sign-in");
-            return pages::html(
-                StatusCode::FORBIDDEN,
-                pages::message(
-                    "Sign-in not completed",
-                    &format!("The identity provider did not sign you in ({code})."),
-                    Some((&format!("{}/start", self.prefix), "Try again")),
+            return with_cleared_csrf(
+                &self.codec,
+                pages::html(
+                    StatusCode::FORBIDDEN,
+                    pages::message(
+                        "Sign-in not completed",
+                        &format!("The identity provider did not sign you in ({code})."),
+                        Some((&format!("{}/start", self.prefix), "Try again")),
+                    ),
                 ),
             );
         }
@@ -549,12 +561,16 @@ impl Auth {
             Ok(session) => self.signed_in(parts, &session, &login.rd),
             Err(e) => {
                 tracing::warn!(provider = %provider.id(), error = %e, "sign-in failed");
-                pages::html(
-                    StatusCode::BAD_GATEWAY,
-                    pages::message(
-                        "Sign-in failed",
-                        "The identity provider's answer could not be verified. Try again in a moment.",
-                        Some((&format!("{}/start", self.prefix), "Try again")),
+                // The sign-in attempt is spent either way: its state cannot be replayed.
+                with_cleared_csrf(
+                    &self.codec,
+                    pages::html(
+                        StatusCode::BAD_GATEWAY,
+                        pages::message(
+                            "Sign-in failed",
+                            "The identity provider's answer could not be verified. Try again in a moment.",
+                            Some((&format!("{}/start", self.prefix), "Try again")),
+                        ),
                     ),
                 )
             }
@@ -766,6 +782,11 @@ fn needs_refresh(session: &Session, interval: Option<Duration>) -> bool {
                 || interval
                     .is_some_and(|i| now >= session.refreshed_at.saturating_add(i.as_secs())))
     })
+}
+
+fn with_cleared_csrf(codec: &Codec, mut response: Response<Body>) -> Response<Body> {
+    set_cookie(&mut response, &codec.clear_csrf());
+    response
 }
 
 fn provider_unavailable() -> Response<Body> {

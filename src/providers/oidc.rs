@@ -141,9 +141,18 @@ impl OidcProvider {
         }
         let issuer = IssuerUrl::new(self.config.issuer.clone())
             .map_err(|e| ProviderError::Discovery(e.to_string()))?;
-        let metadata = ProviderMetadataWithLogout::discover_async(issuer, &self.http)
-            .await
-            .map_err(|e| ProviderError::Discovery(crate::error::DisplayChain(&e).to_string()))?;
+        let metadata = match ProviderMetadataWithLogout::discover_async(issuer, &self.http).await {
+            Ok(metadata) => metadata,
+            Err(e) => {
+                let error = crate::error::DisplayChain(&e).to_string();
+                // Keys that are merely old are better than none while the provider is away.
+                if let Some(current) = cache.current.as_ref() {
+                    tracing::warn!(provider = %self.config.id, %error, "provider metadata refresh failed; keeping the previous copy");
+                    return Ok(Arc::clone(current));
+                }
+                return Err(ProviderError::Discovery(error));
+            }
+        };
         let userinfo = metadata.userinfo_endpoint().map(|u| u.url().to_string());
         let end_session = metadata.additional_metadata().end_session_endpoint.clone();
         let client = CoreClient::from_provider_metadata(

@@ -353,3 +353,18 @@ async fn sessions_from_providers_no_longer_configured_are_no_session() {
     same.jar = browser.jar.clone();
     assert_eq!(same.get("/").await.status, StatusCode::FOUND);
 }
+
+#[tokio::test]
+async fn secure_cookies_carry_the_host_prefix() {
+    let up = Upstream::named("web").await;
+    let mut config = dev_config(&up, "");
+    config.session.cookie_secure = true;
+    let proxy = start(config).await;
+    let page = Browser::new(proxy.addr()).get("/oauth2/start").await;
+    let csrf = page.set_cookies().join("\n");
+    assert!(csrf.starts_with("__Host-_stagedoor_csrf="), "{csrf}");
+    assert!(
+        csrf.contains("Secure") && csrf.contains("Path=/") && !csrf.contains("Domain"),
+        "{csrf}"
+    );
+}
