@@ -75,15 +75,11 @@ async fn sign_in_pages_in_headless_chromium() {
         &format!("http://127.0.0.1:{port}/oauth2/callback"),
         3600,
     );
-    let oidc = start(
-        stagedoor::Config::from_toml(&format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\n[admin]\nenabled = false\n[upstreams.web]\nurl = \"{}\"\n[auth]\npublic_url = \"http://127.0.0.1:{port}\"\n{session}cookie_secret = \"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\"\n[policy]\nemail_domains = [\"example.com\"]\n[[providers]]\nkind = \"oidc\"\nissuer = \"{}\"\nclient_id = \"stagedoor\"\nclient_secret = \"stagedoor-secret\"\n",
-            up.url(),
-            op.issuer
-        ))
-        .unwrap(),
-    )
-    .await;
+    let provider = format!(
+        "[[providers]]\nkind = \"oidc\"\nissuer = \"{}\"\nclient_id = \"stagedoor\"\nclient_secret = \"stagedoor-secret\"\n",
+        op.issuer
+    );
+    let oidc = start(crate::support::gate_config(port, &up, "", &provider)).await;
 
     let shots = concat!(env!("CARGO_TARGET_TMPDIR"), "/browser-shots");
     let mut node = Command::new("node");

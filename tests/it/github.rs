@@ -7,7 +7,7 @@ use http::{Response, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::json;
 
-use crate::support::{Browser, Upstream, free_port, header_map, start};
+use crate::support::{Browser, Upstream, free_port, gate_config, header_map, start};
 
 /// The fake's answers; `verified` switches the user's verified addresses on and off.
 async fn fake_github(verified: Arc<Mutex<bool>>, seen_verifier: Arc<Mutex<bool>>) -> Upstream {
@@ -70,33 +70,13 @@ async fn github_sign_in(
     let github = fake_github(Arc::clone(&flag), Arc::clone(&seen_verifier)).await;
     let up = Upstream::named("web").await;
     let port = free_port();
-    let toml = format!(
-        r#"
-        [server]
-        listen = "127.0.0.1:{port}"
-        [admin]
-        enabled = false
-        [upstreams.web]
-        url = "{}"
-        [auth]
-        public_url = "http://127.0.0.1:{port}"
-        [session]
-        cookie_secure = false
-        cookie_secret = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
-        [policy]
-        email_domains = ["example.com"]
-        allow_unverified_email = {allow_unverified}
-        [[providers]]
-        kind = "github"
-        client_id = "Iv1.test"
-        client_secret = "shh"
-        base_url = "{}"
-        "#,
-        up.url(),
-        github.url(),
-        allow_unverified = !verified,
+    let provider = format!(
+        "[[providers]]\nkind = \"github\"\nclient_id = \"Iv1.test\"\nclient_secret = \"shh\"\nbase_url = \"{}\"\n",
+        github.url()
     );
-    let proxy = start(stagedoor::Config::from_toml(&toml).unwrap()).await;
+    let policy = format!("allow_unverified_email = {}", !verified);
+    let config = gate_config(port, &up, &policy, &provider);
+    let proxy = start(config).await;
     let mut browser = Browser::new(proxy.addr());
     let start_page = browser.get("/oauth2/start?rd=%2Fdocs").await;
     let location: http::Uri = start_page.location().parse().unwrap();

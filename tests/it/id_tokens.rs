@@ -10,7 +10,7 @@ use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 
-use crate::support::{Browser, Upstream, free_port, start};
+use crate::support::{Browser, Upstream, free_port, gate_config, start};
 
 const CLIENT_ID: &str = "stagedoor";
 
@@ -169,32 +169,12 @@ async fn setup() -> (FakeIdp, stagedoor::Running, Upstream) {
     let idp = FakeIdp::start().await;
     let up = Upstream::named("web").await;
     let port = free_port();
-    let toml = format!(
-        r#"
-        [server]
-        listen = "127.0.0.1:{port}"
-        [admin]
-        enabled = false
-        [upstreams.web]
-        url = "{}"
-        [auth]
-        public_url = "http://127.0.0.1:{port}"
-        [session]
-        cookie_secure = false
-        cookie_secret = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
-        [policy]
-        email_domains = ["example.com"]
-        [[providers]]
-        kind = "oidc"
-        issuer = "{}"
-        client_id = "{CLIENT_ID}"
-        client_secret = "s"
-        use_userinfo = false
-        "#,
-        up.url(),
+    let provider = format!(
+        "[[providers]]\nkind = \"oidc\"\nissuer = \"{}\"\nclient_id = \"{CLIENT_ID}\"\nclient_secret = \"s\"\nuse_userinfo = false\n",
         idp.issuer
     );
-    let proxy = start(stagedoor::Config::from_toml(&toml).unwrap()).await;
+    let config = gate_config(port, &up, "", &provider);
+    let proxy = start(config).await;
     (idp, proxy, up)
 }
 

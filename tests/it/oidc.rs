@@ -6,24 +6,13 @@ use std::net::SocketAddr;
 use http::StatusCode;
 use stagedoor::Config;
 
-use crate::support::{Browser, OpenIdProvider, Page, Upstream, free_port, header_map, start};
-
-const SECRET: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+use crate::support::{
+    Browser, OpenIdProvider, Page, Upstream, free_port, gate_config, header_map, start,
+};
 
 fn oidc_config(port: u16, issuer: &str, upstream: &Upstream, extra: &str) -> Config {
-    let toml = format!(
+    let provider = format!(
         r#"
-        [server]
-        listen = "127.0.0.1:{port}"
-        [admin]
-        enabled = false
-        [upstreams.web]
-        url = "{upstream}"
-        [auth]
-        public_url = "http://127.0.0.1:{port}"
-        [session]
-        cookie_secure = false
-        cookie_secret = "{SECRET}"
         [[providers]]
         kind = "oidc"
         id = "corp"
@@ -33,12 +22,9 @@ fn oidc_config(port: u16, issuer: &str, upstream: &Upstream, extra: &str) -> Con
         client_secret = "stagedoor-secret"
         scopes = ["openid", "email", "profile", "groups", "offline_access"]
         {extra}
-        [policy]
-        email_domains = ["example.com"]
-        "#,
-        upstream = upstream.url()
+        "#
     );
-    Config::from_toml(&toml).unwrap_or_else(|e| panic!("{e}\n{toml}"))
+    gate_config(port, upstream, "", &provider)
 }
 
 /// Follows a sign-in from a protected `path` through the provider's login form as `login`.

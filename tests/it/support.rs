@@ -420,7 +420,7 @@ pub fn dev_config(upstream: &Upstream, extra: &str) -> Config {
         url = "{}"
         [session]
         cookie_secure = false
-        cookie_secret = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+        cookie_secret = "{TEST_SECRET}"
         [[providers]]
         kind = "dev"
         users = [
@@ -489,4 +489,33 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// The cookie secret every test configuration uses.
+pub const TEST_SECRET: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+
+/// A gate on `127.0.0.1:port` in front of `upstream`, admitting verified `example.com`
+/// users; `policy` adds lines to `[policy]` and `providers` holds the `[[providers]]` entries.
+pub fn gate_config(port: u16, upstream: &Upstream, policy: &str, providers: &str) -> Config {
+    let toml = format!(
+        r#"
+        [server]
+        listen = "127.0.0.1:{port}"
+        [admin]
+        enabled = false
+        [upstreams.web]
+        url = "{upstream}"
+        [auth]
+        public_url = "http://127.0.0.1:{port}"
+        [session]
+        cookie_secure = false
+        cookie_secret = "{TEST_SECRET}"
+        [policy]
+        email_domains = ["example.com"]
+        {policy}
+        {providers}
+        "#,
+        upstream = upstream.url()
+    );
+    Config::from_toml(&toml).unwrap_or_else(|e| panic!("{e}\n{toml}"))
 }
