@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{Config, ConfigError, DevProviderConfig, ProviderConfig, decode_cookie_secret};
 use crate::error::{error_response, json_response, wants_json};
 use crate::pages::{self, Choice, DevChoice};
-use crate::policy::{Policy, Refusal};
+use crate::policy::{Access, Policy, Refusal};
 use crate::providers::github::GitHubProvider;
 use crate::providers::oidc::OidcProvider;
 use crate::redirect::{self, AllowedHosts};
@@ -104,6 +104,8 @@ pub enum Gate {
     /// Signed in: forward with this identity, adding these cookies to the response (a
     /// refreshed session).
     Pass(Session, Vec<cookie::Cookie<'static>>),
+    /// A public route: forward without identity.
+    Public,
     /// Not signed in: send this instead (a redirect to sign in, or 401).
     Answer(Response<Body>),
 }
@@ -259,8 +261,17 @@ impl Auth {
     /// The session of a request to be forwarded, or the answer to send instead. A session whose
     /// access token is about to expire is refreshed first; if that fails, the user signs in again.
     /// A session that no rule admits (any more) gets 403.
-    pub async fn gate(&self, parts: &Parts) -> Gate {
+    pub async fn gate(&self, parts: &Parts, host: &str) -> Gate {
+        let path = parts.uri.path();
+        let rule = match self.policy.access(host, &parts.method, path) {
+            Access::Public { rule } => {
+                audit(None, rule, "public", host, path);
+                return Gate::Public;
+            }
+            Access::SignedIn { rule } => rule,
+        };
         let Some(session) = self.codec.read_session(&parts.headers) else {
+            audit(None, rule, "sign-in required", host, path);
             return self.challenge(parts);
         };
         // A session from a provider that is no longer configured is no session.
@@ -280,9 +291,15 @@ impl Auth {
             }
             _ => (session, Vec::new()),
         };
-        match self.policy.admits(&session) {
-            Ok(()) => Gate::Pass(session, cookies),
-            Err(refusal) => Gate::Answer(self.refused(parts, &session, refusal)),
+        match self.policy.admits(rule, &session) {
+            Ok(()) => {
+                audit(Some(&session), rule, "allow", host, path);
+                Gate::Pass(session, cookies)
+            }
+            Err(refusal) => {
+                audit(Some(&session), rule, "deny", host, path);
+                Gate::Answer(self.refused(parts, &session, refusal))
+            }
         }
     }
 
@@ -683,7 +700,8 @@ impl Auth {
 
     /// Stores the session, clears the sign-in state and sends the browser back.
     fn signed_in(&self, parts: &Parts, session: &Session, rd: &str) -> Response<Body> {
-        if let Err(refusal) = self.policy.admits(session) {
+        // Judged by the global rules: a user no rule admits at all is told at once.
+        if let Err(refusal) = self.policy.admits_anywhere(session) {
             let mut response = self.refused(parts, session, refusal);
             set_cookie(&mut response, &self.codec.clear_csrf());
             return response;
@@ -782,6 +800,20 @@ fn needs_refresh(session: &Session, interval: Option<Duration>) -> bool {
                 || interval
                     .is_some_and(|i| now >= session.refreshed_at.saturating_add(i.as_secs())))
     })
+}
+
+/// One structured event per access decision.
+fn audit(session: Option<&Session>, rule: &str, outcome: &str, host: &str, path: &str) {
+    tracing::info!(
+        target: "stagedoor::audit",
+        user = session.map_or("-", Session::log_name),
+        provider = session.map_or("-", |s| s.provider.as_str()),
+        rule,
+        outcome,
+        host,
+        path,
+        "access decision"
+    );
 }
 
 fn with_cleared_csrf(codec: &Codec, mut response: Response<Body>) -> Response<Body> {

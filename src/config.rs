@@ -63,12 +63,50 @@ pub struct PolicyConfig {
     /// Email domains whose users may pass: `example.com` (exactly that domain) or
     /// `*.example.com` (its subdomains only). Only verified addresses count. Default: none.
     pub email_domains: Vec<String>,
+    /// Email addresses that may pass (case-insensitive; verified only). Default: none.
+    pub emails: Vec<String>,
+    /// Groups whose members may pass: provider groups, or GitHub `org` and `org/team`.
+    /// Default: none.
+    pub groups: Vec<String>,
     /// Let every user the provider signs in pass (for a provider that only has your own
     /// people, such as a company Keycloak realm). Default false.
     pub allow_any_user: bool,
     /// Accept users whose provider does not say their email is verified. Default false:
     /// an unverified address could be anyone's.
     pub allow_unverified_email: bool,
+    /// Rules for particular routes, tried in order; the first that matches decides, and a
+    /// request no route matches is judged by the rules above.
+    pub routes: Vec<PolicyRouteConfig>,
+}
+
+/// A route of the access policy: which requests it covers, and who may make them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyRouteConfig {
+    /// Host (`backstage.example.com`, or `*.example.com` for subdomains); absent: any host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Path prefix on whole segments (`/api` covers `/api` and `/api/x`, not `/apix`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path_prefix: Option<String>,
+    /// Glob on the path: `*` within a segment, `**` across segments (`/static/**`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path_glob: Option<String>,
+    /// Regular expression on the whole path (always anchored at both ends).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path_regex: Option<String>,
+    /// Methods covered (`GET`, `POST`, ...); empty: all.
+    pub methods: Vec<String>,
+    /// No sign-in at all: health checks, static assets, webhooks.
+    pub public: bool,
+    /// Any signed-in user with a verified email.
+    pub allow_any_user: bool,
+    /// Email domains allowed on this route (replacing the global rules).
+    pub email_domains: Vec<String>,
+    /// Email addresses allowed on this route.
+    pub emails: Vec<String>,
+    /// Groups allowed on this route.
+    pub groups: Vec<String>,
 }
 
 /// Sign-in endpoints and answers to requests without a session.
@@ -1241,20 +1279,78 @@ impl Config {
             .iter()
             .any(|p| !matches!(p, ProviderConfig::Dev(_)));
         let policy = &self.policy;
-        if real_providers && !policy.allow_any_user && policy.email_domains.is_empty() {
+        let any_rule = policy.allow_any_user
+            || !policy.email_domains.is_empty()
+            || !policy.emails.is_empty()
+            || !policy.groups.is_empty()
+            || policy.routes.iter().any(|r| {
+                !r.public
+                    && (r.allow_any_user
+                        || !r.email_domains.is_empty()
+                        || !r.emails.is_empty()
+                        || !r.groups.is_empty())
+            });
+        if real_providers && !any_rule {
             issues.add(
                 "policy",
-                "no one could pass the gate: set policy.email_domains = [\"example.com\"], or policy.allow_any_user = true if every account at your providers may",
+                "no one could pass the gate: set policy.email_domains = [\"example.com\"] (or emails, groups), or policy.allow_any_user = true if every account at your providers may",
             );
         }
-        for (i, domain) in policy.email_domains.iter().enumerate() {
-            let name = domain.strip_prefix("*.").unwrap_or(domain);
-            if name.is_empty() || name.contains(['@', '*', '/', ' ']) || !name.contains('.') {
+        check_domains(issues, "policy", &policy.email_domains);
+        for (i, route) in policy.routes.iter().enumerate() {
+            let key = format!("policy.routes[{i}]");
+            let paths = [&route.path_prefix, &route.path_glob, &route.path_regex]
+                .iter()
+                .filter(|p| p.is_some())
+                .count();
+            if paths > 1 {
                 issues.add(
-                    format!("policy.email_domains[{i}]"),
-                    format!("{domain:?} is not a domain (\"example.com\", or \"*.example.com\" for subdomains)"),
+                    &key,
+                    "give at most one of path_prefix, path_glob and path_regex",
                 );
             }
+            if let Some(prefix) = &route.path_prefix
+                && !prefix.starts_with('/')
+            {
+                issues.add(format!("{key}.path_prefix"), "must start with '/'");
+            }
+            if let Some(glob) = &route.path_glob
+                && let Err(e) = globset::Glob::new(glob)
+            {
+                issues.add(format!("{key}.path_glob"), e.to_string());
+            }
+            if let Some(re) = &route.path_regex
+                && let Err(e) = regex::Regex::new(re)
+            {
+                issues.add(format!("{key}.path_regex"), e.to_string());
+            }
+            if let Some(host) = &route.host
+                && let Err(msg) = check_host_pattern(host)
+            {
+                issues.add(format!("{key}.host"), msg);
+            }
+            for (j, method) in route.methods.iter().enumerate() {
+                if http::Method::from_bytes(method.as_bytes()).is_err() {
+                    issues.add(
+                        format!("{key}.methods[{j}]"),
+                        format!("{method:?} is not a method"),
+                    );
+                }
+            }
+            let who = route.allow_any_user
+                || !route.email_domains.is_empty()
+                || !route.emails.is_empty()
+                || !route.groups.is_empty();
+            if route.public && who {
+                issues.add(
+                    &key,
+                    "a public route needs no sign-in, so it takes no who-rules",
+                );
+            }
+            if !route.public && !who {
+                issues.add(&key, "say who may pass (allow_any_user, email_domains, emails, groups), or public = true");
+            }
+            check_domains(issues, &key, &route.email_domains);
         }
 
         let session = &self.session;
@@ -1359,6 +1455,20 @@ impl Config {
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self)
             .unwrap_or_else(|e| format!("# could not render configuration: {e}\n"))
+    }
+}
+
+fn check_domains(issues: &mut Issues, key: &str, domains: &[String]) {
+    for (i, domain) in domains.iter().enumerate() {
+        let name = domain.strip_prefix("*.").unwrap_or(domain);
+        if name.is_empty() || name.contains(['@', '*', '/', ' ']) || !name.contains('.') {
+            issues.add(
+                format!("{key}.email_domains[{i}]"),
+                format!(
+                    "{domain:?} is not a domain (\"example.com\", or \"*.example.com\" for subdomains)"
+                ),
+            );
+        }
     }
 }
 

@@ -13,6 +13,7 @@ pub mod forwarded;
 pub mod headers;
 pub mod identity;
 pub mod pages;
+pub mod path;
 pub mod pipeline;
 pub mod policy;
 pub mod providers;

@@ -106,12 +106,19 @@ async fn route(
     log: &mut Outcome,
 ) -> Response<Body> {
     let accept = parts.headers.get(header::ACCEPT).cloned();
+    // Every later phase (endpoints, policy, routing, the upstream) sees this one spelling.
+    let mut parts = parts;
+    if let Err(e) = normalize_path(&mut parts) {
+        return e.into_response(accept.as_ref());
+    }
+    let host_name = host.map_or("", Authority::host);
     let (session, set_cookies) = match &app.auth {
         Some(auth) if auth.owns_path(parts.uri.path()) => {
             return auth.endpoint(&parts, body).await;
         }
-        Some(auth) => match auth.gate(&parts).await {
+        Some(auth) => match auth.gate(&parts, host_name).await {
             Gate::Pass(session, cookies) => (Some(session), cookies),
+            Gate::Public => (None, Vec::new()),
             Gate::Answer(answer) => return answer,
         },
         None => (None, Vec::new()),
@@ -155,6 +162,28 @@ async fn route(
         );
     }
     response
+}
+
+/// Rewrites the request path to its normalized form (see `path.rs`); the query is kept.
+fn normalize_path(parts: &mut Parts) -> Result<(), ProxyError> {
+    let path = parts.uri.path();
+    let normalized = crate::path::normalize(path)
+        .ok_or(ProxyError::BadRequest("The request path is not valid."))?;
+    if normalized == path {
+        return Ok(());
+    }
+    let pq = match parts.uri.query() {
+        Some(query) => format!("{normalized}?{query}"),
+        None => normalized,
+    };
+    let mut uri = std::mem::take(&mut parts.uri).into_parts();
+    uri.path_and_query = Some(
+        pq.parse()
+            .map_err(|_| ProxyError::BadRequest("The request path is not valid."))?,
+    );
+    parts.uri = http::Uri::from_parts(uri)
+        .map_err(|_| ProxyError::BadRequest("The request path is not valid."))?;
+    Ok(())
 }
 
 /// The authority the client asked for: the URI's (HTTP/2, absolute-form) or the `Host` header.

@@ -9,8 +9,9 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::upstream::Upstream;
 
+/// A host pattern: any host, an exact name, or `*.` subdomains.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-enum HostMatch {
+pub(crate) enum HostMatch {
     Any,
     /// Lowercase suffix including the leading dot: `.example.com`.
     Wildcard(String),
@@ -19,7 +20,17 @@ enum HostMatch {
 }
 
 impl HostMatch {
-    fn matches(&self, host: &str) -> bool {
+    /// `example.com` (exactly) or `*.example.com` (subdomains only), case-insensitive.
+    pub(crate) fn parse(pattern: &str) -> Self {
+        let pattern = pattern.to_ascii_lowercase();
+        match pattern.strip_prefix('*') {
+            Some(suffix) => Self::Wildcard(suffix.to_string()),
+            None => Self::Exact(pattern),
+        }
+    }
+
+    /// True if `host` (without port) matches.
+    pub(crate) fn matches(&self, host: &str) -> bool {
         match self {
             Self::Any => true,
             Self::Exact(name) => host.eq_ignore_ascii_case(name),
@@ -73,13 +84,7 @@ impl Router {
                 .routes
                 .iter()
                 .filter_map(|r| {
-                    let host = match r.host.as_deref().map(str::to_ascii_lowercase) {
-                        None => HostMatch::Any,
-                        Some(h) => match h.strip_prefix('*') {
-                            Some(suffix) => HostMatch::Wildcard(suffix.to_string()),
-                            None => HostMatch::Exact(h),
-                        },
-                    };
+                    let host = r.host.as_deref().map_or(HostMatch::Any, HostMatch::parse);
                     Some(Route {
                         host,
                         prefix: r.path_prefix.trim_end_matches('/').to_string(),

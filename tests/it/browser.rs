@@ -59,7 +59,7 @@ async fn sign_in_pages_in_headless_chromium() {
     drop(dead);
     let session = "[session]\ncookie_secure = false\n";
     let single = start(config(&format!(
-        "[upstreams.web]\nurl = \"{}\"\n[upstreams.dead]\nurl = \"{dead_url}\"\n[[routes]]\nupstream = \"web\"\n[[routes]]\npath_prefix = \"/broken\"\nupstream = \"dead\"\n{session}{PROVIDERS}",
+        "[upstreams.web]\nurl = \"{}\"\n[upstreams.dead]\nurl = \"{dead_url}\"\n[[routes]]\nupstream = \"web\"\n[[routes]]\npath_prefix = \"/broken\"\nupstream = \"dead\"\n{session}{PROVIDERS}[[policy.routes]]\npath_prefix = \"/forbidden\"\ngroups = [\"nobody\"]\n",
         up.url()
     )))
     .await;
@@ -99,5 +99,5 @@ async fn sign_in_pages_in_headless_chromium() {
         output.status.success(),
         "browser test failed:\n{stdout}\n{stderr}"
     );
-    assert_eq!(stdout.matches(" ok").count(), 7, "{stdout}");
+    assert_eq!(stdout.matches(" ok").count(), 8, "{stdout}");
 }

@@ -368,3 +368,70 @@ async fn secure_cookies_carry_the_host_prefix() {
         "{csrf}"
     );
 }
+
+#[tokio::test]
+async fn policy_routes_public_paths_groups_and_path_confusion() {
+    let up = Upstream::named("web").await;
+    let routes = r#"
+        [[policy.routes]]
+        path_prefix = "/healthz"
+        public = true
+        [[policy.routes]]
+        path_prefix = "/admin"
+        groups = ["admins"]
+        [[policy.routes]]
+        path_prefix = "/vault"
+        groups = ["nobody-has-this"]
+    "#;
+    let proxy = start(dev_config(&up, routes)).await;
+    let mut anonymous = Browser::new(proxy.addr());
+
+    // A public route needs no session, and a forged identity does not ride along.
+    let page = anonymous
+        .send(
+            "GET",
+            "/healthz/live",
+            &[("x-forwarded-email", "mallory@example.com")],
+            bytes::Bytes::new(),
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(!header_map(&up.last().headers).contains_key("x-forwarded-email"));
+
+    // No spelling of a private path borrows the public route's rule.
+    let before = up.seen().len();
+    for path in [
+        "/healthz/../admin",
+        "/healthz%2f..%2fadmin",
+        "//admin",
+        "/admin?/healthz",
+        "/healthz/%2e%2e/admin",
+    ] {
+        let page = anonymous.get(path).await;
+        assert_eq!(page.status, StatusCode::FOUND, "{path} was let through");
+    }
+    assert_eq!(
+        up.seen().len(),
+        before,
+        "a confused path reached the upstream"
+    );
+
+    // Group rules per route; the upstream sees the normalized path the policy judged.
+    let (mut alice, _) = sign_in(proxy.addr(), "/", "alice@example.com").await;
+    let page = alice.get("/admin/./settings//x/../y").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert_eq!(up.last().uri, "/admin/settings/y");
+    let denied = alice.get("/vault/secrets").await;
+    assert_eq!(denied.status, StatusCode::FORBIDDEN);
+    assert!(denied.body.contains("alice@example.com") && denied.body.contains("Sign out"));
+    let api = alice
+        .send(
+            "GET",
+            "/vault/secrets",
+            &[("accept", "application/json")],
+            bytes::Bytes::new(),
+        )
+        .await;
+    assert_eq!(api.status, StatusCode::FORBIDDEN);
+    assert_eq!(api.headers["content-type"], "application/json");
+}

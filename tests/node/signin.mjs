@@ -72,6 +72,15 @@ try {
     await page.screenshot({ path: `${shots}/error-502.png` });
   });
 
+  await step('a route the user may not use shows who they are and why', async () => {
+    const response = await page.goto(`${base}/forbidden/report`);
+    assert.equal(response.status(), 403);
+    await page.getByRole('heading', { level: 1, name: 'Access denied' }).waitFor();
+    await page.getByText('You are signed in as alice@example.com').waitFor();
+    await page.getByRole('link', { name: 'Sign out' }).waitFor();
+    await page.screenshot({ path: `${shots}/forbidden-403.png` });
+  });
+
   await step('sign-out ends the session', async () => {
     await page.goto(`${base}/oauth2/sign_out`);
     await page.getByRole('heading', { level: 1, name: 'Signed out' }).waitFor();
