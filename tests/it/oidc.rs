@@ -95,6 +95,18 @@ async fn sign_in_with_a_real_openid_provider() {
     let op = OpenIdProvider::start(&format!("http://127.0.0.1:{port}/oauth2/callback"), 3600);
     let proxy = start(oidc_config(port, &op.issuer, &up, "")).await;
 
+    // An API call without a session gets 401 JSON, never a redirect to the provider.
+    let api = Browser::new(proxy.addr())
+        .send(
+            "GET",
+            "/api/catalog/entities",
+            &[("accept", "application/json")],
+            bytes::Bytes::new(),
+        )
+        .await;
+    assert_eq!(api.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(api.location(), "");
+
     let (mut browser, done) = sign_in(proxy.addr(), "/catalog?kind=user", "alice").await;
     assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
     assert_eq!(done.location(), "/catalog?kind=user");
