@@ -31,7 +31,7 @@ use crate::providers::github::GitHubProvider;
 use crate::providers::oidc::OidcProvider;
 use crate::redirect::{self, AllowedHosts};
 use crate::session::{Codec, CookieSettings, Session, now};
-use crate::{Body, empty};
+use crate::{Body, empty, identity};
 
 /// How long a sign-in may take between start and callback.
 const LOGIN_LIFETIME: Duration = Duration::from_secs(600);
@@ -411,7 +411,14 @@ impl Auth {
     }
 
     /// Answers a request for one of Stagedoor's own endpoints.
-    pub async fn endpoint(&self, parts: &Parts, body: Body) -> Response<Body> {
+    /// `from_trusted_proxy`: the peer is in `server.trusted_proxies`, so the forward-auth
+    /// endpoint may believe the original request it describes.
+    pub async fn endpoint(
+        &self,
+        parts: &Parts,
+        body: Body,
+        from_trusted_proxy: bool,
+    ) -> Response<Body> {
         let sub = parts
             .uri
             .path()
@@ -433,11 +440,16 @@ impl Auth {
             },
             (&Method::GET | &Method::POST, "/sign_out") => self.sign_out(parts, query).await,
             (&Method::GET, "/userinfo") => self.userinfo(parts),
-            (_, "/start" | "/callback" | "/dev" | "/sign_out" | "/userinfo") => error_response(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "This method is not allowed here.",
-                accept,
-            ),
+            (&Method::GET | &Method::HEAD, "/auth") => {
+                self.forward_auth(parts, from_trusted_proxy).await
+            }
+            (_, "/start" | "/callback" | "/dev" | "/sign_out" | "/userinfo" | "/auth") => {
+                error_response(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "This method is not allowed here.",
+                    accept,
+                )
+            }
             _ => error_response(
                 StatusCode::NOT_FOUND,
                 "Nothing is served at this address.",
@@ -766,6 +778,76 @@ impl Auth {
         response
     }
 
+    /// Forward-auth: an ingress controller asks whether the request it holds may pass.
+    /// 202 with `X-Auth-Request-*` identity headers, 401 without a session, 403 when denied.
+    /// The original request comes from `X-Original-Method`/`X-Original-URL` (nginx
+    /// `auth_request`) or `X-Forwarded-Method`/`-Host`/`-Uri` (Traefik), believed only from a
+    /// trusted proxy; otherwise the site root is judged.
+    async fn forward_auth(&self, parts: &Parts, from_trusted_proxy: bool) -> Response<Body> {
+        let (method, host, target) = if from_trusted_proxy {
+            original_request(&parts.headers)
+        } else {
+            (Method::GET, None, "/".to_string())
+        };
+        let host = host
+            .or_else(|| {
+                parts
+                    .headers
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .map(str::to_string)
+            })
+            .unwrap_or_default();
+        let host_name = host.rsplit_once(':').map_or(host.as_str(), |(h, port)| {
+            if port.bytes().all(|b| b.is_ascii_digit()) {
+                h
+            } else {
+                host.as_str()
+            }
+        });
+        let (path, query) = target
+            .split_once('?')
+            .map_or((target.as_str(), None), |(p, q)| (p, Some(q)));
+        let Some(path) = crate::path::normalize(path) else {
+            return error_response(
+                StatusCode::FORBIDDEN,
+                "The request path is not valid.",
+                None,
+            );
+        };
+        let uri = match query {
+            Some(q) => format!("{path}?{q}"),
+            None => path,
+        };
+        let Ok(synthetic) = http::Request::builder().method(method).uri(uri).body(()) else {
+            return error_response(StatusCode::FORBIDDEN, "The request is not valid.", None);
+        };
+        let (mut synthetic, ()) = synthetic.into_parts();
+        synthetic.headers = parts.headers.clone();
+        // The ingress turns 401 and 403 into its own answers: never a redirect from here.
+        synthetic
+            .headers
+            .insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+        match self.gate(&synthetic, host_name).await {
+            Gate::Public => accepted(),
+            Gate::Pass(session, cookies) => {
+                let mut response = accepted();
+                if identity::inject_auth_request(response.headers_mut(), &session).is_err() {
+                    return error_response(
+                        StatusCode::FORBIDDEN,
+                        "Your identity cannot be passed on.",
+                        None,
+                    );
+                }
+                for cookie in cookies {
+                    set_cookie(&mut response, &cookie);
+                }
+                response
+            }
+            Gate::Answer(answer) => answer,
+        }
+    }
+
     fn userinfo(&self, parts: &Parts) -> Response<Body> {
         match self.codec.read_session(&parts.headers) {
             Some(s) => json_response(
@@ -818,6 +900,32 @@ fn audit(session: Option<&Session>, rule: &str, outcome: &str, host: &str, path:
 
 fn with_cleared_csrf(codec: &Codec, mut response: Response<Body>) -> Response<Body> {
     set_cookie(&mut response, &codec.clear_csrf());
+    response
+}
+
+/// The request an ingress controller asks about: method, host and path with query.
+fn original_request(headers: &http::HeaderMap) -> (Method, Option<String>, String) {
+    let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let method = get("x-original-method")
+        .or_else(|| get("x-forwarded-method"))
+        .and_then(|m| Method::from_bytes(m.as_bytes()).ok())
+        .unwrap_or(Method::GET);
+    if let Some(url) = get("x-original-url").and_then(|u| u.parse::<http::Uri>().ok()) {
+        let target = url
+            .path_and_query()
+            .map_or("/", |pq| pq.as_str())
+            .to_string();
+        return (method, url.authority().map(|a| a.to_string()), target);
+    }
+    let host = get("x-forwarded-host").map(str::to_string);
+    let target = get("x-forwarded-uri").unwrap_or("/").to_string();
+    (method, host, target)
+}
+
+fn accepted() -> Response<Body> {
+    let mut response = Response::new(empty());
+    *response.status_mut() = StatusCode::ACCEPTED;
+    pages::secure_headers(response.headers_mut());
     response
 }
 

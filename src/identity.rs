@@ -56,21 +56,58 @@ pub fn strip(headers: &mut HeaderMap) {
     }
 }
 
+/// The four identity headers of one convention.
+struct Names {
+    user: HeaderName,
+    email: HeaderName,
+    preferred_username: HeaderName,
+    groups: HeaderName,
+}
+
 /// Sets the identity headers Backstage's `oauth2Proxy` sign-in provider reads. Fails if the
 /// user cannot be expressed as a header value: the request must then not be forwarded.
 pub fn inject(headers: &mut HeaderMap, session: &Session) -> Result<(), InvalidIdentity> {
+    let names = Names {
+        user: X_FORWARDED_USER,
+        email: X_FORWARDED_EMAIL,
+        preferred_username: X_FORWARDED_PREFERRED_USERNAME,
+        groups: X_FORWARDED_GROUPS,
+    };
+    set_identity(headers, session, names)
+}
+
+/// Sets the `X-Auth-Request-*` headers of a forward-auth answer (oauth2-proxy's names, which
+/// ingress-nginx and Traefik examples copy onto the upstream request).
+pub fn inject_auth_request(
+    headers: &mut HeaderMap,
+    session: &Session,
+) -> Result<(), InvalidIdentity> {
+    let names = Names {
+        user: HeaderName::from_static("x-auth-request-user"),
+        email: HeaderName::from_static("x-auth-request-email"),
+        preferred_username: HeaderName::from_static("x-auth-request-preferred-username"),
+        groups: HeaderName::from_static("x-auth-request-groups"),
+    };
+    set_identity(headers, session, names)
+}
+
+fn set_identity(
+    headers: &mut HeaderMap,
+    session: &Session,
+    names: Names,
+) -> Result<(), InvalidIdentity> {
     let user = HeaderValue::from_str(session.user()).map_err(|_| InvalidIdentity)?;
-    headers.insert(X_FORWARDED_USER, user);
+    headers.insert(names.user, user);
     let mut set = |name: HeaderName, value: &str| {
         if let Ok(v) = HeaderValue::from_str(value) {
             headers.insert(name, v);
         }
     };
     if !session.email.is_empty() {
-        set(X_FORWARDED_EMAIL, &session.email);
+        set(names.email, &session.email);
     }
     if let Some(username) = session.username.as_deref() {
-        set(X_FORWARDED_PREFERRED_USERNAME, username);
+        set(names.preferred_username, username);
     }
     // A comma inside a group name would read as two groups; such names are left out.
     let groups: Vec<&str> = session
@@ -87,7 +124,7 @@ pub fn inject(headers: &mut HeaderMap, session: &Session) -> Result<(), InvalidI
         );
     }
     if !groups.is_empty() {
-        set(X_FORWARDED_GROUPS, &groups.join(","));
+        set(names.groups, &groups.join(","));
     }
     Ok(())
 }

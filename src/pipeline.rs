@@ -114,7 +114,8 @@ async fn route(
     let host_name = host.map_or("", Authority::host);
     let (session, set_cookies) = match &app.auth {
         Some(auth) if auth.owns_path(parts.uri.path()) => {
-            return auth.endpoint(&parts, body).await;
+            let trusted = app.trusted.contains(ctx.peer.ip());
+            return auth.endpoint(&parts, body, trusted).await;
         }
         Some(auth) => match auth.gate(&parts, host_name).await {
             Gate::Pass(session, cookies) => (Some(session), cookies),

@@ -5,6 +5,7 @@
 
 mod browser;
 mod cli;
+mod forward_auth;
 mod github;
 mod id_tokens;
 mod limits;

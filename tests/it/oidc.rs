@@ -29,7 +29,7 @@ fn oidc_config(port: u16, issuer: &str, upstream: &Upstream, extra: &str) -> Con
 
 /// Follows a sign-in from a protected `path` through the provider's login form as `login`.
 /// Returns the browser and Stagedoor's final answer (the redirect back to `path`).
-async fn sign_in(addr: SocketAddr, path: &str, login: &str) -> (Browser, Page) {
+pub(crate) async fn sign_in(addr: SocketAddr, path: &str, login: &str) -> (Browser, Page) {
     let mut browser = Browser::new(addr);
     let protected = browser.get(path).await;
     assert_eq!(protected.status, StatusCode::FOUND);
