@@ -183,16 +183,14 @@ impl Auth {
                 expire: session.expire,
             },
         );
-        let callback = format!(
-            "{}{}/callback",
-            config
-                .auth
-                .public_url
-                .as_deref()
-                .unwrap_or_default()
-                .trim_end_matches('/'),
-            config.auth.prefix
-        );
+        let public_url = config
+            .auth
+            .public_url
+            .as_deref()
+            .unwrap_or_default()
+            .trim_end_matches('/')
+            .to_string();
+        let callback = format!("{public_url}{}/callback", config.auth.prefix);
         let mut providers = Vec::new();
         for (i, provider) in config.providers.iter().enumerate() {
             providers.push(match provider {
@@ -227,13 +225,7 @@ impl Auth {
             codec,
             providers,
             refresh_interval: session.refresh_interval,
-            public_url: config
-                .auth
-                .public_url
-                .as_deref()
-                .unwrap_or_default()
-                .trim_end_matches('/')
-                .to_string(),
+            public_url,
             refreshes: std::sync::Mutex::default(),
             policy: Policy::new(
                 &config.policy,
