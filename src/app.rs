@@ -54,6 +54,9 @@ impl App {
         if auth.is_none() {
             tracing::warn!("no [[providers]] configured: requests are forwarded without sign-in");
         }
+        for lint in crate::policy::lint(&config.policy) {
+            tracing::warn!(key = %lint.key, "{}", lint.message);
+        }
         Ok(Self {
             auth,
             router: Router::new(&config, &upstreams),

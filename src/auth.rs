@@ -10,6 +10,7 @@
 //! ```
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -126,6 +127,8 @@ pub struct Auth {
     /// Refreshes in flight or just done, by refresh token: see [`Auth::refresh`].
     refreshes: std::sync::Mutex<Refreshes>,
     policy: Policy,
+    /// Some provider takes bearer JWTs in place of a session.
+    accepts_bearer: bool,
 }
 
 impl std::fmt::Debug for Auth {
@@ -218,7 +221,11 @@ impl Auth {
                 }
             });
         }
+        let accepts_bearer = providers
+            .iter()
+            .any(|p| matches!(p, Provider::Oidc(oidc) if oidc.accepts_bearer()));
         Ok(Some(Self {
+            accepts_bearer,
             prefix: config.auth.prefix.clone(),
             api_paths: config.auth.api_paths.clone(),
             redirect_hosts: AllowedHosts::new(&config.auth.allowed_redirect_hosts),
@@ -235,7 +242,7 @@ impl Auth {
                     .filter(|p| matches!(p, ProviderConfig::Dev(_)))
                     .map(|p| p.id().to_string())
                     .collect(),
-            ),
+            )?,
         }))
     }
 
@@ -253,16 +260,33 @@ impl Auth {
     /// The session of a request to be forwarded, or the answer to send instead. A session whose
     /// access token is about to expire is refreshed first; if that fails, the user signs in again.
     /// A session that no rule admits (any more) gets 403.
-    pub async fn gate(&self, parts: &Parts, host: &str) -> Gate {
+    /// `client` is the client's address (see [`crate::forwarded::client_address`]).
+    pub async fn gate(&self, parts: &Parts, host: &str, client: IpAddr) -> Gate {
         let path = parts.uri.path();
-        let rule = match self.policy.access(host, &parts.method, path) {
+        let rule = match self.policy.access(host, &parts.method, path, client) {
             Access::Public { rule } => {
                 audit(None, rule, "public", host, path);
+                return Gate::Public;
+            }
+            Access::Network { rule } => {
+                tracing::info!(
+                    target: "stagedoor::audit",
+                    user = "-",
+                    %client,
+                    rule,
+                    outcome = "allow network",
+                    host,
+                    path,
+                    "access decision"
+                );
                 return Gate::Public;
             }
             Access::SignedIn { rule } => rule,
         };
         let Some(session) = self.codec.read_session(&parts.headers) else {
+            if let Some(token) = self.bearer_token(parts) {
+                return self.gate_bearer(parts, token, rule, host).await;
+            }
             audit(None, rule, "sign-in required", host, path);
             return self.challenge(parts);
         };
@@ -290,6 +314,68 @@ impl Auth {
             }
             Err(refusal) => {
                 audit(Some(&session), rule, "deny", host, path);
+                Gate::Answer(self.refused(parts, &session, refusal))
+            }
+        }
+    }
+
+    /// The bearer token of a request without a session, if some provider accepts bearer tokens.
+    fn bearer_token<'p>(&self, parts: &'p Parts) -> Option<&'p str> {
+        if !self.accepts_bearer {
+            return None;
+        }
+        let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+        let (scheme, token) = value.split_once(' ')?;
+        scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| token.trim())
+            .filter(|t| !t.is_empty())
+    }
+
+    /// Judges a request that carries a bearer JWT instead of a session: the provider that
+    /// issued it verifies it, then the policy decides as for a session.
+    async fn gate_bearer(&self, parts: &Parts, token: &str, rule: &str, host: &str) -> Gate {
+        let path = parts.uri.path();
+        let issuer = crate::providers::oidc::unverified_issuer(token);
+        let provider = self.providers.iter().find_map(|p| match p {
+            Provider::Oidc(oidc)
+                if oidc.accepts_bearer() && issuer.as_deref().is_some_and(|i| oidc.issued(i)) =>
+            {
+                Some(oidc)
+            }
+            _ => None,
+        });
+        let verified = match provider {
+            Some(oidc) => oidc.verify_bearer(token).await.map_err(|e| e.to_string()),
+            None => Err("no provider accepts bearer tokens from this issuer".to_string()),
+        };
+        let session = match verified {
+            Ok(session) => session,
+            Err(error) => {
+                tracing::info!(%error, "bearer token refused");
+                audit(None, rule, "bearer refused", host, path);
+                let mut response = json_response(
+                    StatusCode::UNAUTHORIZED,
+                    &serde_json::json!({
+                        "error": "invalid_token",
+                        "status": 401,
+                        "message": "The bearer token is not valid here.",
+                    }),
+                );
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"stagedoor\", error=\"invalid_token\""),
+                );
+                return Gate::Answer(response);
+            }
+        };
+        match self.policy.admits(rule, &session) {
+            Ok(()) => {
+                audit(Some(&session), rule, "allow bearer", host, path);
+                Gate::Pass(session, Vec::new())
+            }
+            Err(refusal) => {
+                audit(Some(&session), rule, "deny bearer", host, path);
                 Gate::Answer(self.refused(parts, &session, refusal))
             }
         }
@@ -395,6 +481,7 @@ impl Auth {
         let accept = parts.headers.get(header::ACCEPT);
         (parts.method != Method::GET && parts.method != Method::HEAD)
             || parts.headers.contains_key("x-requested-with")
+            || parts.headers.contains_key(header::AUTHORIZATION)
             || wants_json(accept)
             || self
                 .api_paths
@@ -410,6 +497,7 @@ impl Auth {
         parts: &Parts,
         body: Body,
         from_trusted_proxy: bool,
+        client: IpAddr,
     ) -> Response<Body> {
         let sub = parts
             .uri
@@ -433,7 +521,7 @@ impl Auth {
             (&Method::GET | &Method::POST, "/sign_out") => self.sign_out(parts, query).await,
             (&Method::GET, "/userinfo") => self.userinfo(parts),
             (&Method::GET | &Method::HEAD, "/auth") => {
-                self.forward_auth(parts, from_trusted_proxy).await
+                self.forward_auth(parts, from_trusted_proxy, client).await
             }
             (_, "/start" | "/callback" | "/dev" | "/sign_out" | "/userinfo" | "/auth") => {
                 error_response(
@@ -775,7 +863,12 @@ impl Auth {
     /// The original request comes from `X-Original-Method`/`X-Original-URL` (nginx
     /// `auth_request`) or `X-Forwarded-Method`/`-Host`/`-Uri` (Traefik), believed only from a
     /// trusted proxy; otherwise the site root is judged.
-    async fn forward_auth(&self, parts: &Parts, from_trusted_proxy: bool) -> Response<Body> {
+    async fn forward_auth(
+        &self,
+        parts: &Parts,
+        from_trusted_proxy: bool,
+        client: IpAddr,
+    ) -> Response<Body> {
         let (method, host, target) = if from_trusted_proxy {
             original_request(&parts.headers)
         } else {
@@ -820,7 +913,7 @@ impl Auth {
         synthetic
             .headers
             .insert(header::ACCEPT, HeaderValue::from_static("application/json"));
-        match self.gate(&synthetic, host_name).await {
+        match self.gate(&synthetic, host_name, client).await {
             Gate::Public => accepted(),
             Gate::Pass(session, cookies) => {
                 let mut response = accepted();

@@ -65,12 +65,21 @@ pub struct PolicyConfig {
     pub email_domains: Vec<String>,
     /// Email addresses that may pass (case-insensitive; verified only). Default: none.
     pub emails: Vec<String>,
+    /// A file of email addresses that may pass, one per line (`#` starts a comment). Re-read
+    /// within seconds when it changes; if a new version cannot be read, the last good one
+    /// stays in force.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub emails_file: Option<PathBuf>,
     /// Groups whose members may pass: provider groups, or GitHub `org` and `org/team`.
     /// Default: none.
     pub groups: Vec<String>,
     /// Let every user the provider signs in pass (for a provider that only has your own
     /// people, such as a company Keycloak realm). Default false.
     pub allow_any_user: bool,
+    /// Say yes to a policy that lets anyone at all in: a public route covering every request,
+    /// or any user of a provider where anyone can open an account (GitHub, Google without
+    /// `hosted_domain`, gitlab.com). Refused without this. Default false.
+    pub acknowledge_open_access: bool,
     /// Accept users whose provider does not say their email is verified. Default false:
     /// an unverified address could be anyone's.
     pub allow_unverified_email: bool,
@@ -83,6 +92,9 @@ pub struct PolicyConfig {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct PolicyRouteConfig {
+    /// A name for audit events and lint messages, e.g. `admin-api`. Default: `policy.routes[i]`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// Host (`backstage.example.com`, or `*.example.com` for subdomains); absent: any host.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
@@ -105,8 +117,38 @@ pub struct PolicyRouteConfig {
     pub email_domains: Vec<String>,
     /// Email addresses allowed on this route.
     pub emails: Vec<String>,
+    /// A file of email addresses allowed on this route (as `policy.emails_file`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub emails_file: Option<PathBuf>,
     /// Groups allowed on this route.
     pub groups: Vec<String>,
+    /// Client networks (`10.0.0.0/8`, `2001:db8::/32`) whose requests pass this route without
+    /// sign-in, e.g. a monitoring system or a CI runner. The client address is the TCP peer,
+    /// or the address a trusted proxy (`server.trusted_proxies`) reports. Default: none.
+    pub allow_cidrs: Vec<IpNet>,
+}
+
+impl PolicyRouteConfig {
+    /// True if the route names who may pass once signed in.
+    pub fn has_who_rules(&self) -> bool {
+        self.allow_any_user
+            || !self.email_domains.is_empty()
+            || !self.emails.is_empty()
+            || self.emails_file.is_some()
+            || !self.groups.is_empty()
+    }
+
+    /// True if the route covers every request: any host, method and path.
+    pub fn covers_everything(&self) -> bool {
+        let any_path = match (&self.path_prefix, &self.path_glob, &self.path_regex) {
+            (None, None, None) => true,
+            (Some(prefix), None, None) => prefix.trim_end_matches('/').is_empty(),
+            (None, Some(glob), None) => glob == "/**" || glob == "**",
+            (None, None, Some(re)) => matches!(re.as_str(), ".*" | "/.*" | ".+"),
+            _ => false,
+        };
+        self.host.is_none() && self.methods.is_empty() && any_path
+    }
 }
 
 /// Sign-in endpoints and answers to requests without a session.
@@ -451,6 +493,9 @@ pub struct PresetConfig {
     /// PEM bundle of CAs for the provider, instead of the system's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<PathBuf>,
+    /// Audiences of bearer JWTs accepted from scripts and CI (see the `oidc` kind).
+    #[serde(default)]
+    pub bearer_audiences: Vec<String>,
 }
 
 impl PresetConfig {
@@ -524,6 +569,7 @@ impl PresetConfig {
             use_userinfo: true,
             sign_out_at_provider: false,
             ca_file: self.ca_file.clone(),
+            bearer_audiences: self.bearer_audiences.clone(),
         }
     }
 }
@@ -579,6 +625,12 @@ pub struct OidcProviderConfig {
     /// PEM bundle of CAs for the provider, instead of the system's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<PathBuf>,
+    /// Accept `Authorization: Bearer <JWT>` from scripts and CI in place of a session: a JWT
+    /// signed with the provider's keys, issued by it, unexpired, whose `aud` names one of
+    /// these. The token's claims are judged by the policy like a session's. Default: none
+    /// (bearer tokens are not accepted, and `Authorization` is left to the upstream).
+    #[serde(default)]
+    pub bearer_audiences: Vec<String>,
 }
 
 fn default_oidc_id() -> String {
@@ -1022,6 +1074,48 @@ impl Config {
         Ok(config)
     }
 
+    /// Why the policy lets anyone at all in, if it does: a public route ahead of every other
+    /// rule that covers every request, or any user of a provider anyone can join.
+    fn open_access(&self) -> Option<String> {
+        let policy = &self.policy;
+        if let Some(i) = policy
+            .routes
+            .iter()
+            .position(PolicyRouteConfig::covers_everything)
+            && policy.routes[i].public
+        {
+            return Some(format!(
+                "policy.routes[{i}] makes every request public, so no one needs to sign in"
+            ));
+        }
+        let any_user = policy.allow_any_user
+            || policy
+                .routes
+                .iter()
+                .find(|r| r.covers_everything())
+                .is_some_and(|r| r.allow_any_user);
+        if !any_user {
+            return None;
+        }
+        self.providers.iter().find_map(|p| {
+            let open = match p {
+                ProviderConfig::Github(_) => true,
+                ProviderConfig::Google(g) => g.hosted_domain.is_none(),
+                ProviderConfig::Gitlab(g) => g
+                    .base_url
+                    .as_deref()
+                    .is_none_or(|u| u.trim_end_matches('/') == "https://gitlab.com"),
+                _ => false,
+            };
+            open.then(|| {
+                format!(
+                    "allow_any_user lets anyone with an account at provider {:?} in, and anyone can open one",
+                    p.id()
+                )
+            })
+        })
+    }
+
     /// Checks the rules that span fields. Reports every problem, not just the first.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut issues = Issues::default();
@@ -1282,14 +1376,9 @@ impl Config {
         let any_rule = policy.allow_any_user
             || !policy.email_domains.is_empty()
             || !policy.emails.is_empty()
+            || policy.emails_file.is_some()
             || !policy.groups.is_empty()
-            || policy.routes.iter().any(|r| {
-                !r.public
-                    && (r.allow_any_user
-                        || !r.email_domains.is_empty()
-                        || !r.emails.is_empty()
-                        || !r.groups.is_empty())
-            });
+            || policy.routes.iter().any(|r| !r.public && r.has_who_rules());
         if real_providers && !any_rule {
             issues.add(
                 "policy",
@@ -1297,6 +1386,16 @@ impl Config {
             );
         }
         check_domains(issues, "policy", &policy.email_domains);
+        if !policy.acknowledge_open_access
+            && let Some(why) = self.open_access()
+        {
+            issues.add(
+                "policy",
+                format!(
+                    "{why}; set policy.acknowledge_open_access = true if that is what you want"
+                ),
+            );
+        }
         for (i, route) in policy.routes.iter().enumerate() {
             let key = format!("policy.routes[{i}]");
             let paths = [&route.path_prefix, &route.path_glob, &route.path_regex]
@@ -1337,18 +1436,31 @@ impl Config {
                     );
                 }
             }
-            let who = route.allow_any_user
-                || !route.email_domains.is_empty()
-                || !route.emails.is_empty()
-                || !route.groups.is_empty();
-            if route.public && who {
+            let who = route.has_who_rules();
+            if route.public && (who || !route.allow_cidrs.is_empty()) {
                 issues.add(
                     &key,
-                    "a public route needs no sign-in, so it takes no who-rules",
+                    "a public route needs no sign-in, so it takes no who-rules or allow_cidrs",
                 );
             }
-            if !route.public && !who {
-                issues.add(&key, "say who may pass (allow_any_user, email_domains, emails, groups), or public = true");
+            if !route.public && !who && route.allow_cidrs.is_empty() {
+                issues.add(&key, "say who may pass (allow_any_user, email_domains, emails, emails_file, groups, allow_cidrs), or public = true");
+            }
+            if let Some(name) = &route.name {
+                if name.trim().is_empty() || name.starts_with("policy") {
+                    issues.add(
+                        format!("{key}.name"),
+                        "must not be empty or start with \"policy\"",
+                    );
+                } else if policy.routes[..i]
+                    .iter()
+                    .any(|r| r.name.as_deref() == Some(name))
+                {
+                    issues.add(
+                        format!("{key}.name"),
+                        format!("{name:?} names an earlier route too"),
+                    );
+                }
             }
             check_domains(issues, &key, &route.email_domains);
         }
@@ -1676,7 +1788,7 @@ mod tests {
 
     #[test]
     fn presets_expand_to_openid_connect() {
-        let base = "[upstreams.web]\nurl = \"http://a\"\n[auth]\npublic_url = \"https://portal.example.com\"\n[policy]\nallow_any_user = true\n[session]\ncookie_secret = \"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\"\n";
+        let base = "[upstreams.web]\nurl = \"http://a\"\n[auth]\npublic_url = \"https://portal.example.com\"\n[policy]\nallow_any_user = true\nacknowledge_open_access = true\n[session]\ncookie_secret = \"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\"\n";
         let cfg = Config::from_toml(&format!(
             "{base}[[providers]]\nkind = \"google\"\nclient_id = \"c\"\nclient_secret = \"s\"\nhosted_domain = \"example.com\"\n\
              [[providers]]\nkind = \"keycloak\"\nclient_id = \"c\"\nbase_url = \"https://sso.example.com/\"\nrealm = \"corp\"\n\
@@ -1734,8 +1846,15 @@ mod tests {
             )),
             Vec::<String>::new()
         );
+        // Any GitHub user at all: refused unless acknowledged.
         assert_eq!(
             keys(&format!("{base}[policy]\nallow_any_user = true\n")),
+            ["policy"]
+        );
+        assert_eq!(
+            keys(&format!(
+                "{base}[policy]\nallow_any_user = true\nacknowledge_open_access = true\n"
+            )),
             Vec::<String>::new()
         );
         assert_eq!(
@@ -1753,6 +1872,65 @@ mod tests {
             )),
             ["providers[0]"]
         );
+    }
+
+    #[test]
+    fn open_access_and_route_shapes_are_checked() {
+        let base = "[upstreams.web]\nurl = \"http://a\"\n[auth]\npublic_url = \"https://p.example.com\"\n[session]\ncookie_secret = \"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\"\n[[providers]]\nkind = \"oidc\"\nissuer = \"https://sso.example.com\"\nclient_id = \"c\"\nclient_secret = \"s\"\n[policy]\nemail_domains = [\"example.com\"]\n";
+        // A public catch-all ahead of everything: everyone, signed in or not.
+        let everyone = format!("{base}[[policy.routes]]\npath_prefix = \"/\"\npublic = true\n");
+        let err = Config::from_toml(&everyone).unwrap_err();
+        assert_eq!(err.issues[0].key, "policy");
+        assert!(
+            err.issues[0].message.contains("acknowledge_open_access"),
+            "{err}"
+        );
+        assert!(
+            Config::from_toml(
+                &everyone.replace("[policy]\n", "[policy]\nacknowledge_open_access = true\n")
+            )
+            .is_ok()
+        );
+        // A company provider with any user is not open to the world.
+        assert_eq!(
+            keys(&format!("{base}allow_any_user = true\n")),
+            Vec::<String>::new()
+        );
+        let google = base.replace(
+            "kind = \"oidc\"\nissuer = \"https://sso.example.com\"",
+            "kind = \"google\"",
+        );
+        assert_eq!(
+            keys(&format!("{google}allow_any_user = true\n")),
+            ["policy"]
+        );
+        assert_eq!(
+            keys(&format!(
+                "{}allow_any_user = true\n",
+                google.replace(
+                    "kind = \"google\"",
+                    "kind = \"google\"\nhosted_domain = \"example.com\""
+                )
+            )),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            keys(&format!(
+                "{base}[[policy.routes]]\nname = \"a\"\npath_prefix = \"/a\"\nallow_cidrs = [\"10.0.0.0/8\"]\n\
+                 [[policy.routes]]\nname = \"a\"\npath_prefix = \"/b\"\npublic = true\nallow_cidrs = [\"10.0.0.0/8\"]\n\
+                 [[policy.routes]]\nname = \"policy\"\npath_prefix = \"/c\"\npublic = true\n"
+            )),
+            [
+                "policy.routes[1]",
+                "policy.routes[1].name",
+                "policy.routes[2].name"
+            ]
+        );
+        let err = Config::from_toml(&format!(
+            "{base}[[policy.routes]]\npath_prefix = \"/a\"\nallow_cidrs = [\"10.0.0.300/8\"]\n"
+        ))
+        .unwrap_err();
+        assert!(err.to_string().contains("allow_cidrs"), "{err}");
     }
 
     #[test]

@@ -109,6 +109,18 @@ pub fn apply(headers: &mut HeaderMap, origin: Origin<'_>, trusted: &TrustedProxi
     client
 }
 
+/// The client's address as [`apply`] would find it, leaving the headers alone.
+pub fn client_address(headers: &HeaderMap, peer: IpAddr, trusted: &TrustedProxies) -> IpAddr {
+    let peer = peer.to_canonical();
+    if !trusted.contains(peer) {
+        return peer;
+    }
+    match joined(headers, &X_FORWARDED_FOR) {
+        Some(chain) => client_from_chain(&chain, peer, trusted),
+        None => peer,
+    }
+}
+
 /// All values of `name`, joined with ", " (a list header may be split across lines).
 fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
     let mut out = String::new();

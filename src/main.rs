@@ -54,11 +54,15 @@ fn check_config(path: Option<PathBuf>) -> ExitCode {
         Err(code) => return code,
     };
     let rendered = config.to_toml();
+    let lints = stagedoor::policy::lint(&config.policy);
     if let Err(e) = stagedoor::App::build(config) {
         eprintln!("stagedoor: {e}");
         return ExitCode::from(EXIT_CONFIG);
     }
     print!("{rendered}");
+    for lint in &lints {
+        eprintln!("stagedoor: warning: {lint}");
+    }
     eprintln!("stagedoor: configuration is valid");
     ExitCode::SUCCESS
 }

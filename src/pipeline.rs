@@ -115,13 +115,17 @@ async fn route(
     let (session, set_cookies) = match &app.auth {
         Some(auth) if auth.owns_path(parts.uri.path()) => {
             let trusted = app.trusted.contains(ctx.peer.ip());
-            return auth.endpoint(&parts, body, trusted).await;
+            let client = forwarded::client_address(&parts.headers, ctx.peer.ip(), &app.trusted);
+            return auth.endpoint(&parts, body, trusted, client).await;
         }
-        Some(auth) => match auth.gate(&parts, host_name).await {
-            Gate::Pass(session, cookies) => (Some(session), cookies),
-            Gate::Public => (None, Vec::new()),
-            Gate::Answer(answer) => return answer,
-        },
+        Some(auth) => {
+            let client = forwarded::client_address(&parts.headers, ctx.peer.ip(), &app.trusted);
+            match auth.gate(&parts, host_name, client).await {
+                Gate::Pass(session, cookies) => (Some(session), cookies),
+                Gate::Public => (None, Vec::new()),
+                Gate::Answer(answer) => return answer,
+            }
+        }
         None => (None, Vec::new()),
     };
     log.user = session.as_ref().map(|s| s.log_name().to_string());

@@ -45,6 +45,8 @@ const REFETCH_INTERVAL: Duration = Duration::from_secs(30);
 
 struct Discovered {
     client: Client,
+    /// The provider's keys as `jsonwebtoken` reads them, for bearer tokens.
+    keys: Vec<jsonwebtoken::jwk::Jwk>,
     userinfo: Option<String>,
     end_session: Option<openidconnect::EndSessionUrl>,
     fetched: Instant,
@@ -154,6 +156,7 @@ impl OidcProvider {
             }
         };
         let userinfo = metadata.userinfo_endpoint().map(|u| u.url().to_string());
+        let keys = bearer_keys(metadata.jwks());
         let end_session = metadata.additional_metadata().end_session_endpoint.clone();
         let client = CoreClient::from_provider_metadata(
             metadata,
@@ -165,6 +168,7 @@ impl OidcProvider {
         .set_redirect_uri(self.redirect.clone());
         let fresh = Arc::new(Discovered {
             client,
+            keys,
             userinfo,
             end_session,
             fetched: Instant::now(),
@@ -343,6 +347,98 @@ impl OidcProvider {
         Ok(next)
     }
 
+    /// True if this provider's JWTs are accepted as bearer tokens.
+    pub fn accepts_bearer(&self) -> bool {
+        !self.config.bearer_audiences.is_empty()
+    }
+
+    /// True if `iss` is this provider's issuer.
+    pub fn issued(&self, iss: &str) -> bool {
+        iss == self.config.issuer
+    }
+
+    /// Verifies a bearer JWT from a script or CI job (signature by the provider's keys, `iss`,
+    /// `aud` in `bearer_audiences`, `exp`) and reads the identity from its claims. The result
+    /// lives until the token expires and holds no tokens of its own.
+    pub async fn verify_bearer(&self, token: &str) -> Result<Session, ProviderError> {
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|e| ProviderError::IdToken(format!("not a JWT: {e}")))?;
+        let discovered = self.discovered(false).await?;
+        let claims = match self.decode_bearer(&discovered, token, &header) {
+            Err(VerifyError::UnknownKey) => {
+                let fresh = self.discovered(true).await?;
+                self.decode_bearer(&fresh, token, &header)
+            }
+            other => other,
+        }
+        .map_err(VerifyError::into_error)?;
+        self.check_required_claims(&claims)?;
+        let created = now();
+        let expires = claims["exp"].as_u64().unwrap_or(created);
+        let mut session = self.session(
+            &claims,
+            None,
+            Tokens::default(),
+            created,
+            Duration::from_secs(expires.saturating_sub(created)),
+        );
+        session.tokens = None;
+        Ok(session)
+    }
+
+    fn decode_bearer(
+        &self,
+        discovered: &Discovered,
+        token: &str,
+        header: &jsonwebtoken::Header,
+    ) -> Result<Value, VerifyError> {
+        use jsonwebtoken::Algorithm as A;
+        // Keys published by the provider are asymmetric; anything else is a forgery attempt.
+        if !matches!(
+            header.alg,
+            A::RS256
+                | A::RS384
+                | A::RS512
+                | A::PS256
+                | A::PS384
+                | A::PS512
+                | A::ES256
+                | A::ES384
+                | A::EdDSA
+        ) {
+            return Err(VerifyError::Other(format!(
+                "algorithm {:?} is not accepted",
+                header.alg
+            )));
+        }
+        let jwk = match &header.kid {
+            Some(kid) => discovered
+                .keys
+                .iter()
+                .find(|k| k.common.key_id.as_deref() == Some(kid)),
+            None if discovered.keys.len() == 1 => discovered.keys.first(),
+            None => None,
+        }
+        .ok_or(VerifyError::UnknownKey)?;
+        if let Some(alg) = jwk.common.key_algorithm
+            && format!("{alg:?}") != format!("{:?}", header.alg)
+        {
+            return Err(VerifyError::Other(
+                "the token's algorithm is not its key's".into(),
+            ));
+        }
+        let key = jsonwebtoken::DecodingKey::from_jwk(jwk)
+            .map_err(|e| VerifyError::Other(e.to_string()))?;
+        let mut validation = jsonwebtoken::Validation::new(header.alg);
+        validation.set_issuer(&[&self.config.issuer]);
+        validation.set_audience(&self.config.bearer_audiences);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.leeway = 30;
+        jsonwebtoken::decode::<Value>(token, &key, &validation)
+            .map(|data| data.claims)
+            .map_err(|e| VerifyError::Other(e.to_string()))
+    }
+
     /// Where to send the browser to end the session at the provider too (RP-initiated
     /// logout), when `sign_out_at_provider` is on and the provider has an end-session endpoint.
     pub async fn logout_url(&self, session: &Session, post_logout: &str) -> Option<String> {
@@ -502,6 +598,31 @@ impl VerifyError {
             Self::Other(e) => ProviderError::IdToken(e),
         }
     }
+}
+
+/// The provider's JWKS as `jsonwebtoken` keys; keys it cannot use are left out.
+fn bearer_keys(jwks: &openidconnect::core::CoreJsonWebKeySet) -> Vec<jsonwebtoken::jwk::Jwk> {
+    let Ok(Value::Object(set)) = serde_json::to_value(jwks) else {
+        return Vec::new();
+    };
+    match set.get("keys") {
+        Some(Value::Array(keys)) => keys
+            .iter()
+            .filter(|k| k["use"].as_str().is_none_or(|u| u == "sig"))
+            .filter_map(|k| serde_json::from_value(k.clone()).ok())
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The claims of a JWT, unverified: only for choosing which provider should verify it.
+pub fn unverified_issuer(token: &str) -> Option<String> {
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let claims: Value = serde_json::from_slice(&bytes).ok()?;
+    claims["iss"].as_str().map(str::to_string)
 }
 
 /// The JSON payload of an ID token whose signature has already been verified, for claims the

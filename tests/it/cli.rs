@@ -35,6 +35,31 @@ fn the_example_config_is_valid() {
 }
 
 #[test]
+fn check_config_lints_the_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("policy.toml");
+    std::fs::write(
+        &path,
+        "[upstreams.web]\nurl = \"http://127.0.0.1:3000\"\n\
+         [[providers]]\nkind = \"dev\"\nusers = [{ email = \"a@example.com\" }]\n\
+         [[policy.routes]]\nname = \"api\"\npath_prefix = \"/api\"\nallow_any_user = true\n\
+         [[policy.routes]]\nname = \"admin\"\npath_prefix = \"/api/admin\"\ngroups = [\"admins\"]\n\
+         [[policy.routes]]\npath_regex = \"health\"\npublic = true\n",
+    )
+    .unwrap();
+    let (code, _, stderr) = stagedoor(&["check-config", "--config", path.to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("warning: policy.routes[1]: unreachable: api comes first"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("warning: policy.routes[2].path_regex: matches no path"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn config_errors_name_every_key_and_exit_2() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");

@@ -10,6 +10,7 @@ mod github;
 mod id_tokens;
 mod limits;
 mod oidc;
+mod policy;
 mod proxy;
 mod shutdown;
 mod signin;

@@ -6,6 +6,8 @@
 //   ACCESS_TOKEN_TTL                         seconds (short values force refreshes)
 //
 // Accounts: alice (verified, groups engineering and backstage-admins), bob (unverified email).
+// Client `ci` (secret `ci-secret`) gets JWT access tokens by client credentials for any
+// `resource`, as ci-bot@example.com in group ci.
 // Sign-in uses the provider's development interaction: any password is accepted.
 import Provider from 'oidc-provider';
 import http from 'node:http';
@@ -28,6 +30,14 @@ const provider = new Provider(issuer, {
     post_logout_redirect_uris: [redirectUri.replace(/\/callback$/, '/sign_out')],
     grant_types: ['authorization_code', 'refresh_token'],
     response_types: ['code'],
+  }, {
+    // A machine client (CI, scripts): client credentials for JWT access tokens whose
+    // audience is the `resource` it asks for.
+    client_id: 'ci',
+    client_secret: 'ci-secret',
+    grant_types: ['client_credentials'],
+    response_types: [],
+    redirect_uris: [],
   }],
   claims: {
     openid: ['sub'],
@@ -36,7 +46,25 @@ const provider = new Provider(issuer, {
     groups: ['groups'],
   },
   scopes: ['openid', 'offline_access', 'email', 'profile', 'groups'],
-  features: { devInteractions: { enabled: true } },
+  features: {
+    devInteractions: { enabled: true },
+    clientCredentials: { enabled: true },
+    resourceIndicators: {
+      enabled: true,
+      defaultResource: () => undefined,
+      useGrantedResource: () => false,
+      getResourceServerInfo: (_ctx, resource) => ({
+        scope: 'api',
+        audience: resource,
+        accessTokenFormat: 'jwt',
+        accessTokenTTL: 600,
+      }),
+    },
+  },
+  // The machine client's tokens carry an identity the policy can judge.
+  extraTokenClaims: async (_ctx, token) => (token.clientId === 'ci'
+    ? { email: 'ci-bot@example.com', email_verified: true, groups: ['ci'] }
+    : undefined),
   pkce: { required: () => true },
   ttl: { AccessToken: Number(process.env.ACCESS_TOKEN_TTL ?? 3600), IdToken: 3600 },
   // Refresh tokens for every client that asks for offline_access, and without it too.
