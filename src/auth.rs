@@ -859,7 +859,8 @@ impl Auth {
     }
 
     /// Forward-auth: an ingress controller asks whether the request it holds may pass.
-    /// 202 with `X-Auth-Request-*` identity headers, 401 without a session, 403 when denied.
+    /// 202 with `X-Auth-Request-*` identity headers, 401 without a session (or, with
+    /// `?redirect=true`, a redirect to sign in for browsers), 403 when denied.
     /// The original request comes from `X-Original-Method`/`X-Original-URL` (nginx
     /// `auth_request`) or `X-Forwarded-Method`/`-Host`/`-Uri` (Traefik), believed only from a
     /// trusted proxy; otherwise the site root is judged.
@@ -909,15 +910,30 @@ impl Auth {
         };
         let (mut synthetic, ()) = synthetic.into_parts();
         synthetic.headers = parts.headers.clone();
-        // The ingress turns 401 and 403 into its own answers: never a redirect from here.
-        synthetic
-            .headers
-            .insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+        // nginx turns 401 into its own redirect, so by default the answer is never one.
+        // Traefik hands the answer to the browser as it is: `?redirect=true` sends browsers
+        // to sign in (API calls still get 401).
+        let redirect = parts
+            .uri
+            .query()
+            .and_then(|q| param(q, "redirect"))
+            .is_some_and(|v| v == "true" || v == "1");
+        if !redirect {
+            synthetic
+                .headers
+                .insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+        }
         match self.gate(&synthetic, host_name, client).await {
             Gate::Public => accepted(),
             Gate::Pass(session, cookies) => {
                 let mut response = accepted();
-                if identity::inject_auth_request(response.headers_mut(), &session).is_err() {
+                // Both conventions: X-Auth-Request-* (oauth2-proxy's), and the X-Forwarded-*
+                // names Backstage reads, for an ingress to copy onto the upstream request.
+                let headers = response.headers_mut();
+                if identity::inject_auth_request(headers, &session)
+                    .and_then(|()| identity::inject(headers, &session))
+                    .is_err()
+                {
                     return error_response(
                         StatusCode::FORBIDDEN,
                         "Your identity cannot be passed on.",

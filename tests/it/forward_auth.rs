@@ -31,6 +31,11 @@ impl Drop for Nginx {
 fn nginx(port: u16, gate: SocketAddr, upstream: SocketAddr) -> Nginx {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().display();
+    // The server block is the one shipped in deploy/, with this test's addresses.
+    let server = include_str!("../../deploy/forward-auth/nginx.conf")
+        .replace("listen 80;", &format!("listen 127.0.0.1:{port};"))
+        .replace("http://stagedoor:4180", &format!("http://{gate}"))
+        .replace("http://backstage:7007", &format!("http://{upstream}"));
     let conf = format!(
         r#"
 worker_processes 1;
@@ -42,35 +47,7 @@ http {{
     access_log off;
     client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d};
     uwsgi_temp_path {d}; scgi_temp_path {d};
-    server {{
-        listen 127.0.0.1:{port};
-        location = /oauth2/auth {{
-            internal;
-            proxy_pass http://{gate};
-            proxy_pass_request_body off;
-            proxy_set_header Content-Length "";
-            proxy_set_header X-Original-URL $scheme://$http_host$request_uri;
-            proxy_set_header X-Original-Method $request_method;
-        }}
-        location /oauth2/ {{
-            proxy_pass http://{gate};
-            proxy_set_header Host $http_host;
-        }}
-        location / {{
-            auth_request /oauth2/auth;
-            auth_request_set $auth_user $upstream_http_x_auth_request_user;
-            auth_request_set $auth_email $upstream_http_x_auth_request_email;
-            auth_request_set $auth_groups $upstream_http_x_auth_request_groups;
-            proxy_set_header X-Forwarded-User $auth_user;
-            proxy_set_header X-Forwarded-Email $auth_email;
-            proxy_set_header X-Forwarded-Groups $auth_groups;
-            error_page 401 = @signin;
-            proxy_pass http://{upstream};
-        }}
-        location @signin {{
-            return 302 /oauth2/start?rd=$request_uri;
-        }}
-    }}
+{server}
 }}
 "#
     );
@@ -157,4 +134,90 @@ async fn nginx_auth_request_in_front_of_the_upstream() {
         seen_before + 1,
         "only the allowed request reached the upstream"
     );
+}
+
+/// Traefik's ForwardAuth: the original request in `X-Forwarded-Method`/`-Host`/`-Uri`, and the
+/// answer handed to the browser as it is, so `?redirect=true` turns 401 into a sign-in redirect.
+#[tokio::test]
+async fn traefik_forward_auth_headers_and_redirect_mode() {
+    let up = Upstream::named("web").await;
+    let port = free_port();
+    let op = OpenIdProvider::start(&format!("http://127.0.0.1:{port}/oauth2/callback"), 3600);
+    let provider = format!(
+        "[[providers]]\nkind = \"oidc\"\nissuer = \"{}\"\nclient_id = \"stagedoor\"\nclient_secret = \"stagedoor-secret\"\nscopes = [\"openid\", \"email\", \"profile\", \"groups\"]\n\
+         [[policy.routes]]\npath_prefix = \"/health\"\npublic = true\n\
+         [[policy.routes]]\npath_prefix = \"/vault\"\ngroups = [\"nobody\"]\n",
+        op.issuer
+    );
+    let mut config = gate_config(port, &up, "", &provider);
+    config.server.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    let gate = start(config).await;
+    let ask = |method: &'static str, uri: &'static str| {
+        [
+            ("x-forwarded-method", method),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "portal.example.com"),
+            ("x-forwarded-uri", uri),
+            ("accept", "text/html"),
+        ]
+    };
+    let mut anonymous = Browser::new(gate.addr());
+    let check = async |browser: &mut Browser, path: &str, headers: &[(&str, &str)]| {
+        browser
+            .send("GET", path, headers, bytes::Bytes::new())
+            .await
+    };
+    let page = check(&mut anonymous, "/oauth2/auth", &ask("GET", "/catalog?x=1")).await;
+    assert_eq!(page.status, StatusCode::UNAUTHORIZED);
+    let page = check(
+        &mut anonymous,
+        "/oauth2/auth?redirect=true",
+        &ask("GET", "/catalog?x=1"),
+    )
+    .await;
+    assert_eq!(page.status, StatusCode::FOUND);
+    assert_eq!(page.location(), "/oauth2/start?rd=%2Fcatalog%3Fx%3D1");
+    // API calls are never redirected.
+    let page = check(
+        &mut anonymous,
+        "/oauth2/auth?redirect=true",
+        &ask("POST", "/catalog"),
+    )
+    .await;
+    assert_eq!(page.status, StatusCode::UNAUTHORIZED);
+    let page = check(
+        &mut anonymous,
+        "/oauth2/auth?redirect=true",
+        &ask("GET", "/health"),
+    )
+    .await;
+    assert_eq!(page.status, StatusCode::ACCEPTED);
+    // Path tricks are judged after normalization.
+    let page = check(
+        &mut anonymous,
+        "/oauth2/auth",
+        &ask("GET", "/health/../vault"),
+    )
+    .await;
+    assert_eq!(page.status, StatusCode::UNAUTHORIZED);
+
+    let (mut alice, done) = sign_in(gate.addr(), "/", "alice").await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    let page = check(
+        &mut alice,
+        "/oauth2/auth?redirect=true",
+        &ask("GET", "/catalog"),
+    )
+    .await;
+    assert_eq!(page.status, StatusCode::ACCEPTED);
+    assert_eq!(page.headers["x-auth-request-email"], "alice@example.com");
+    assert_eq!(page.headers["x-forwarded-email"], "alice@example.com");
+    let page = check(
+        &mut alice,
+        "/oauth2/auth?redirect=true",
+        &ask("GET", "/vault/x"),
+    )
+    .await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN);
+    assert!(up.seen().is_empty(), "forward-auth never proxies");
 }
