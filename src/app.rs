@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crate::auth::Auth;
 use crate::config::{Config, ConfigError, Issues};
 use crate::forwarded::TrustedProxies;
+use crate::identity::Identity;
 use crate::routes::Router;
 use crate::tls::ReloadingCert;
 use crate::upstream::Upstream;
@@ -23,6 +24,8 @@ pub struct App {
     pub tls: Option<Arc<ReloadingCert>>,
     /// Sign-in, when providers are configured.
     pub auth: Option<Auth>,
+    /// What the upstream learns about the user.
+    pub identity: Arc<Identity>,
     ready: AtomicBool,
 }
 
@@ -46,11 +49,20 @@ impl App {
                 .ok(),
             None => None,
         };
-        let auth = Auth::build(&config)
+        let identity = Identity::build(&config)
+            .map(Arc::new)
             .map_err(|e| issues.extend(e))
-            .ok()
-            .flatten();
+            .ok();
+        let auth = identity.as_ref().and_then(|identity| {
+            Auth::build(&config, Arc::clone(identity))
+                .map_err(|e| issues.extend(e))
+                .ok()
+                .flatten()
+        });
         issues.finish()?;
+        let Some(identity) = identity else {
+            return Err(ConfigError::single("identity", "cannot be built"));
+        };
         if auth.is_none() {
             tracing::warn!("no [[providers]] configured: requests are forwarded without sign-in");
         }
@@ -59,6 +71,7 @@ impl App {
         }
         Ok(Self {
             auth,
+            identity,
             router: Router::new(&config, &upstreams),
             trusted: TrustedProxies::new(config.server.trusted_proxies.clone()),
             tls,

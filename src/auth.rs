@@ -26,13 +26,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, ConfigError, DevProviderConfig, ProviderConfig, decode_cookie_secret};
 use crate::error::{error_response, json_response, wants_json};
+use crate::identity::Identity;
 use crate::pages::{self, Choice, DevChoice};
 use crate::policy::{Access, Policy, Refusal};
 use crate::providers::github::GitHubProvider;
 use crate::providers::oidc::OidcProvider;
 use crate::redirect::{self, AllowedHosts};
 use crate::session::{Codec, CookieSettings, Session, now};
-use crate::{Body, empty, identity};
+use crate::{Body, empty};
 
 /// How long a sign-in may take between start and callback.
 const LOGIN_LIFETIME: Duration = Duration::from_secs(600);
@@ -129,6 +130,7 @@ pub struct Auth {
     policy: Policy,
     /// Some provider takes bearer JWTs in place of a session.
     accepts_bearer: bool,
+    identity: Arc<Identity>,
 }
 
 impl std::fmt::Debug for Auth {
@@ -143,7 +145,7 @@ impl std::fmt::Debug for Auth {
 
 impl Auth {
     /// Builds sign-in from a validated configuration; `None` when no provider is configured.
-    pub fn build(config: &Config) -> Result<Option<Self>, ConfigError> {
+    pub fn build(config: &Config, identity: Arc<Identity>) -> Result<Option<Self>, ConfigError> {
         if config.providers.is_empty() {
             return Ok(None);
         }
@@ -225,6 +227,7 @@ impl Auth {
             .iter()
             .any(|p| matches!(p, Provider::Oidc(oidc) if oidc.accepts_bearer()));
         Ok(Some(Self {
+            identity,
             accepts_bearer,
             prefix: config.auth.prefix.clone(),
             api_paths: config.auth.api_paths.clone(),
@@ -929,9 +932,9 @@ impl Auth {
                 let mut response = accepted();
                 // Both conventions: X-Auth-Request-* (oauth2-proxy's), and the X-Forwarded-*
                 // names Backstage reads, for an ingress to copy onto the upstream request.
-                let headers = response.headers_mut();
-                if identity::inject_auth_request(headers, &session)
-                    .and_then(|()| identity::inject(headers, &session))
+                if self
+                    .identity
+                    .inject_forward_auth(response.headers_mut(), &session)
                     .is_err()
                 {
                     return error_response(

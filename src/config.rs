@@ -54,6 +54,73 @@ pub struct Config {
     pub providers: Vec<ProviderConfig>,
     /// Who may pass the gate once signed in.
     pub policy: PolicyConfig,
+    /// What the upstream learns about the user: headers and the signed identity token.
+    pub identity: IdentityConfig,
+}
+
+/// The identity sent upstream: the headers Backstage's `oauth2Proxy` provider reads, and a
+/// signed token (ES256 JWT) whose keys Stagedoor publishes at `/.well-known/jwks.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdentityConfig {
+    /// Header carrying the signed identity token. Empty: no token is minted.
+    /// Default `X-Stagedoor-Jwt-Assertion`.
+    pub jwt_header: String,
+    /// The token's `aud`. Default `backstage`.
+    pub audience: String,
+    /// How long a token is valid; it is re-minted when less than half of this is left.
+    /// Default 5 minutes.
+    #[serde(with = "humantime_serde")]
+    pub token_lifetime: Duration,
+    /// PEM file with the ES256 (P-256) private key that signs, in PKCS#8 form
+    /// (`openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256`). Created with a fresh
+    /// key on first start if it does not exist. Absent: a key is generated in memory at each
+    /// start (fine for one instance; replicas must share a file).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signing_key_file: Option<PathBuf>,
+    /// Keys that no longer sign but are still published, so tokens they signed keep verifying
+    /// during a rotation (private or public key PEM files).
+    pub previous_key_files: Vec<PathBuf>,
+    /// Also send the signed token as `X-OAUTH2-PROXY-ID-TOKEN: Bearer <token>`, which
+    /// Backstage's `oauth2Proxy` provider decodes into the user's profile. Default true.
+    pub oauth2_proxy_id_token: bool,
+    /// Send the provider's access token as `X-Forwarded-Access-Token` (for Backstage plugins
+    /// that call other APIs as the user). Default false.
+    pub pass_access_token: bool,
+    /// The user's Backstage entity name, from a template: `{email_local}` (the default),
+    /// `{username}` (preferred username; the login for GitHub), `{subject}`, `{email}`,
+    /// `{provider}`. The result is normalized to Backstage's entity-name rules.
+    pub user_name: String,
+    /// The namespace of user and group entity refs. Default `default`.
+    pub namespace: String,
+    /// Groups to entity refs for `ent`, replacing the default `group:<namespace>/<name>`:
+    /// `{ "acme/platform" = "group:default/platform" }`.
+    pub group_refs: BTreeMap<String, String>,
+    /// Only groups matching this regular expression (whole name) become ownership refs.
+    /// Default: all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group_filter: Option<String>,
+    /// More request headers to remove before forwarding, besides the identity headers.
+    pub strip_headers: Vec<String>,
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        Self {
+            jwt_header: "X-Stagedoor-Jwt-Assertion".into(),
+            audience: "backstage".into(),
+            token_lifetime: Duration::from_secs(300),
+            signing_key_file: None,
+            previous_key_files: Vec::new(),
+            oauth2_proxy_id_token: true,
+            pass_access_token: false,
+            user_name: "{email_local}".into(),
+            namespace: "default".into(),
+            group_refs: BTreeMap::new(),
+            group_filter: None,
+            strip_headers: Vec::new(),
+        }
+    }
 }
 
 /// Who may pass the gate. Deny unless a rule allows.
@@ -1116,6 +1183,56 @@ impl Config {
         })
     }
 
+    fn validate_identity(&self, issues: &mut Issues) {
+        let identity = &self.identity;
+        for (key, name) in
+            std::iter::once(("identity.jwt_header".to_string(), &identity.jwt_header))
+                .filter(|(_, n)| !n.is_empty())
+                .chain(
+                    identity
+                        .strip_headers
+                        .iter()
+                        .enumerate()
+                        .map(|(i, n)| (format!("identity.strip_headers[{i}]"), n)),
+                )
+        {
+            if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                issues.add(key, format!("{name:?} is not a header name"));
+            }
+        }
+        if !(30..=3600).contains(&identity.token_lifetime.as_secs()) {
+            issues.add(
+                "identity.token_lifetime",
+                "must be between 30s and 1h (e.g. \"5m\")",
+            );
+        }
+        if identity.audience.trim().is_empty() {
+            issues.add("identity.audience", "must not be empty");
+        }
+        if let Err(e) = crate::backstage::NameTemplate::parse(&identity.user_name) {
+            issues.add("identity.user_name", e);
+        }
+        if !crate::backstage::valid_namespace(&identity.namespace) {
+            issues.add(
+                "identity.namespace",
+                "must be a Backstage namespace: lowercase letters, digits and inner '-', at most 63",
+            );
+        }
+        for (group, target) in &identity.group_refs {
+            if crate::backstage::EntityRef::parse(target, "group", &identity.namespace).is_none() {
+                issues.add(
+                    format!("identity.group_refs.{group}"),
+                    format!("{target:?} is not an entity ref (\"group:default/name\" or a name)"),
+                );
+            }
+        }
+        if let Some(re) = &identity.group_filter
+            && let Err(e) = regex::Regex::new(re)
+        {
+            issues.add("identity.group_filter", e.to_string());
+        }
+    }
+
     /// Checks the rules that span fields. Reports every problem, not just the first.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut issues = Issues::default();
@@ -1464,6 +1581,8 @@ impl Config {
             }
             check_domains(issues, &key, &route.email_domains);
         }
+
+        self.validate_identity(issues);
 
         let session = &self.session;
         if session.cookie_name.is_empty()

@@ -1,15 +1,44 @@
-//! The identity the upstream learns: headers set from the session, and the same headers sent
-//! by clients removed first, so a client can never choose its own identity.
+//! The identity the upstream learns, and nothing a client made up.
+//!
+//! Identity headers sent by clients are removed in every spelling. Stagedoor then sets the
+//! headers Backstage's `oauth2Proxy` sign-in provider reads (`X-Forwarded-User`, `-Email`,
+//! `-Preferred-Username`, `-Groups`, and `X-OAUTH2-PROXY-ID-TOKEN`), and a signed identity
+//! token: an ES256 JWT with the user's Backstage entity ref (`sub`), ownership refs (`ent`),
+//! email, name, groups and provider, verifiable against `/.well-known/jwks.json`. A token is
+//! minted once per identity and reused until half its lifetime is gone, so signing costs
+//! nothing on most requests.
 
-use http::header::{HeaderMap, HeaderName, HeaderValue};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{PoisonError, RwLock};
+use std::time::Duration;
 
-use crate::session::Session;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Response, StatusCode};
+use regex::Regex;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::backstage::{EntityRef, NameTemplate, normalize_name};
+use crate::config::{Config, ConfigError};
+use crate::session::{Session, now};
+use crate::signing::Keys;
+use crate::{Body, full};
 
 const X_FORWARDED_USER: HeaderName = HeaderName::from_static("x-forwarded-user");
 const X_FORWARDED_EMAIL: HeaderName = HeaderName::from_static("x-forwarded-email");
 const X_FORWARDED_PREFERRED_USERNAME: HeaderName =
     HeaderName::from_static("x-forwarded-preferred-username");
 const X_FORWARDED_GROUPS: HeaderName = HeaderName::from_static("x-forwarded-groups");
+const X_FORWARDED_ACCESS_TOKEN: HeaderName = HeaderName::from_static("x-forwarded-access-token");
+const X_OAUTH2_PROXY_ID_TOKEN: HeaderName = HeaderName::from_static("x-oauth2-proxy-id-token");
+
+/// Where the signing keys are published.
+pub const JWKS_PATH: &str = "/.well-known/jwks.json";
+/// A minimal discovery document naming the issuer and [`JWKS_PATH`].
+pub const DISCOVERY_PATH: &str = "/.well-known/openid-configuration";
+
+/// Most tokens remembered before the expired ones are dropped.
+const MAX_MINTED: usize = 50_000;
 
 /// Headers that carry identity to upstreams, here or in oauth2-proxy's and peers' conventions.
 /// Compared after lowercasing and turning `_` into `-`, because some servers read
@@ -27,6 +56,7 @@ const IDENTITY_HEADERS: &[&str] = &[
     "x-auth-request-groups",
     "x-auth-request-access-token",
     "x-stagedoor-identity",
+    "x-stagedoor-jwt-assertion",
     "gap-auth",
     "remote-user",
     "x-remote-user",
@@ -37,19 +67,27 @@ const IDENTITY_HEADERS: &[&str] = &[
     "x-email",
 ];
 
-/// True if `name` is an identity header in any spelling.
-fn is_identity(name: &HeaderName) -> bool {
+/// True if `name` is one of `list` in any spelling (`list` is lowercase, with `-`).
+fn is_listed(name: &HeaderName, list: &[&str]) -> bool {
     let name = name.as_str();
     if !name.contains('_') {
-        return IDENTITY_HEADERS.contains(&name);
+        return list.contains(&name);
     }
     let normalized = name.replace('_', "-");
-    IDENTITY_HEADERS.contains(&normalized.as_str())
+    list.contains(&normalized.as_str())
 }
 
-/// Removes every identity header a client sent.
+/// Removes every identity header in [`IDENTITY_HEADERS`] a client sent.
 pub fn strip(headers: &mut HeaderMap) {
-    let forged: Vec<HeaderName> = headers.keys().filter(|n| is_identity(n)).cloned().collect();
+    strip_listed(headers, IDENTITY_HEADERS);
+}
+
+fn strip_listed(headers: &mut HeaderMap, list: &[&str]) {
+    let forged: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| is_listed(n, list))
+        .cloned()
+        .collect();
     for name in forged {
         tracing::debug!(header = %name, "removed a client-sent identity header");
         headers.remove(name);
@@ -64,50 +102,348 @@ struct Names {
     groups: HeaderName,
 }
 
-/// Sets the identity headers Backstage's `oauth2Proxy` sign-in provider reads. Fails if the
-/// user cannot be expressed as a header value: the request must then not be forwarded.
-pub fn inject(headers: &mut HeaderMap, session: &Session) -> Result<(), InvalidIdentity> {
-    let names = Names {
-        user: X_FORWARDED_USER,
-        email: X_FORWARDED_EMAIL,
-        preferred_username: X_FORWARDED_PREFERRED_USERNAME,
-        groups: X_FORWARDED_GROUPS,
-    };
-    set_identity(headers, session, names)
+const FORWARDED: Names = Names {
+    user: X_FORWARDED_USER,
+    email: X_FORWARDED_EMAIL,
+    preferred_username: X_FORWARDED_PREFERRED_USERNAME,
+    groups: X_FORWARDED_GROUPS,
+};
+
+const AUTH_REQUEST: Names = Names {
+    user: HeaderName::from_static("x-auth-request-user"),
+    email: HeaderName::from_static("x-auth-request-email"),
+    preferred_username: HeaderName::from_static("x-auth-request-preferred-username"),
+    groups: HeaderName::from_static("x-auth-request-groups"),
+};
+
+/// The claims of the signed identity token.
+#[derive(Serialize)]
+struct Claims<'a> {
+    iss: &'a str,
+    aud: &'a str,
+    sub: &'a str,
+    ent: &'a [String],
+    #[serde(skip_serializing_if = "str::is_empty")]
+    email: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    preferred_username: Option<&'a str>,
+    groups: &'a [String],
+    idp: &'a str,
+    iat: u64,
+    exp: u64,
 }
 
-/// Sets the `X-Auth-Request-*` headers of a forward-auth answer (oauth2-proxy's names, which
-/// ingress-nginx and Traefik examples copy onto the upstream request).
-pub fn inject_auth_request(
-    headers: &mut HeaderMap,
-    session: &Session,
-) -> Result<(), InvalidIdentity> {
-    let names = Names {
-        user: HeaderName::from_static("x-auth-request-user"),
-        email: HeaderName::from_static("x-auth-request-email"),
-        preferred_username: HeaderName::from_static("x-auth-request-preferred-username"),
-        groups: HeaderName::from_static("x-auth-request-groups"),
-    };
-    set_identity(headers, session, names)
+/// A token minted for one identity.
+#[derive(Clone)]
+struct Minted {
+    renew_at: u64,
+    exp: u64,
+    jwt: HeaderValue,
+    bearer: HeaderValue,
 }
 
-fn set_identity(
+/// What the upstream learns about a user, built once from configuration.
+pub struct Identity {
+    jwt_header: Option<HeaderName>,
+    oauth2_proxy_id_token: bool,
+    pass_access_token: bool,
+    /// `identity.strip_headers` and `jwt_header`, lowercase with `-`.
+    strip_extra: Vec<String>,
+    issuer: String,
+    audience: String,
+    lifetime: Duration,
+    user_name: NameTemplate,
+    namespace: String,
+    group_refs: BTreeMap<String, String>,
+    group_filter: Option<Regex>,
+    keys: Option<Keys>,
+    discovery: String,
+    minted: RwLock<HashMap<[u8; 32], Minted>>,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity")
+            .field("jwt_header", &self.jwt_header)
+            .field("issuer", &self.issuer)
+            .field("keys", &self.keys)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Identity {
+    /// Builds from a validated configuration, loading (or creating) the signing keys when a
+    /// token is configured and providers are.
+    pub fn build(config: &Config) -> Result<Self, ConfigError> {
+        let id = &config.identity;
+        let key_error = |e: String| ConfigError::single("identity.signing_key_file", e);
+        let token = !id.jwt_header.is_empty() && !config.providers.is_empty();
+        let keys = if token {
+            Some(
+                Keys::load(id.signing_key_file.as_deref(), &id.previous_key_files)
+                    .map_err(key_error)?,
+            )
+        } else {
+            None
+        };
+        let issuer = config
+            .auth
+            .public_url
+            .as_deref()
+            .map_or_else(
+                || format!("http://{}", config.server.listen),
+                str::to_string,
+            )
+            .trim_end_matches('/')
+            .to_string();
+        let discovery = serde_json::json!({
+            "issuer": issuer,
+            "jwks_uri": format!("{issuer}{JWKS_PATH}"),
+            "id_token_signing_alg_values_supported": ["ES256"],
+        })
+        .to_string();
+        let mut strip_extra: Vec<String> = id
+            .strip_headers
+            .iter()
+            .map(|h| h.to_ascii_lowercase().replace('_', "-"))
+            .collect();
+        if !id.jwt_header.is_empty() {
+            strip_extra.push(id.jwt_header.to_ascii_lowercase().replace('_', "-"));
+        }
+        let invalid = |key: &str, e: String| ConfigError::single(key, e);
+        Ok(Self {
+            jwt_header: (!id.jwt_header.is_empty())
+                .then(|| HeaderName::from_bytes(id.jwt_header.as_bytes()))
+                .transpose()
+                .map_err(|e| invalid("identity.jwt_header", e.to_string()))?,
+            oauth2_proxy_id_token: id.oauth2_proxy_id_token && token,
+            pass_access_token: id.pass_access_token,
+            strip_extra,
+            issuer,
+            audience: id.audience.clone(),
+            lifetime: id.token_lifetime,
+            user_name: NameTemplate::parse(&id.user_name)
+                .map_err(|e| invalid("identity.user_name", e))?,
+            namespace: id.namespace.clone(),
+            group_refs: id
+                .group_refs
+                .iter()
+                .filter_map(|(g, r)| {
+                    Some((g.clone(), EntityRef::parse(r, "group", &id.namespace)?))
+                })
+                .collect(),
+            group_filter: id
+                .group_filter
+                .as_deref()
+                .map(|re| Regex::new(&format!("^(?:{re})$")))
+                .transpose()
+                .map_err(|e| invalid("identity.group_filter", e.to_string()))?,
+            keys,
+            discovery,
+            minted: RwLock::default(),
+        })
+    }
+
+    /// Removes identity headers a client sent: the built-in list and the configured ones.
+    pub fn strip(&self, headers: &mut HeaderMap) {
+        strip(headers);
+        if !self.strip_extra.is_empty() {
+            let extra: Vec<&str> = self.strip_extra.iter().map(String::as_str).collect();
+            strip_listed(headers, &extra);
+        }
+    }
+
+    /// Sets the identity headers of a request about to be forwarded. Fails if the user cannot
+    /// be expressed in headers or a token: the request must then not be forwarded.
+    pub fn inject(
+        &self,
+        headers: &mut HeaderMap,
+        session: &Session,
+    ) -> Result<(), InvalidIdentity> {
+        set_names(headers, session, &FORWARDED)?;
+        if self.pass_access_token
+            && let Some(token) = session
+                .tokens
+                .as_ref()
+                .and_then(|t| t.access_token.as_deref())
+            && let Ok(value) = HeaderValue::from_str(token)
+        {
+            headers.insert(X_FORWARDED_ACCESS_TOKEN, value);
+        }
+        if let Some(name) = &self.jwt_header {
+            let minted = self.token(session)?;
+            if self.oauth2_proxy_id_token {
+                headers.insert(X_OAUTH2_PROXY_ID_TOKEN, minted.bearer);
+            }
+            headers.insert(name.clone(), minted.jwt);
+        }
+        Ok(())
+    }
+
+    /// The headers of a forward-auth answer: oauth2-proxy's `X-Auth-Request-*` names, and
+    /// everything [`Identity::inject`] sets, for the ingress to copy onto the request.
+    pub fn inject_forward_auth(
+        &self,
+        headers: &mut HeaderMap,
+        session: &Session,
+    ) -> Result<(), InvalidIdentity> {
+        set_names(headers, session, &AUTH_REQUEST)?;
+        self.inject(headers, session)
+    }
+
+    /// `/.well-known/jwks.json` and `/.well-known/openid-configuration`, served to anyone.
+    pub fn well_known(&self, method: &Method, path: &str) -> Option<Response<Body>> {
+        let keys = self.keys.as_ref()?;
+        let body = match path {
+            JWKS_PATH => keys.jwks().to_string(),
+            DISCOVERY_PATH => self.discovery.clone(),
+            _ => return None,
+        };
+        if method != Method::GET && method != Method::HEAD {
+            return None;
+        }
+        let mut response = Response::new(full(body));
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        // Short enough that a rotation reaches verifiers quickly.
+        headers.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=300"),
+        );
+        *response.status_mut() = StatusCode::OK;
+        Some(response)
+    }
+
+    /// The user's Backstage entity ref: the `user_name` template, else the email's local part,
+    /// else the provider's subject, normalized.
+    pub fn user_ref(&self, session: &Session) -> Option<String> {
+        let name = self
+            .user_name
+            .render(session)
+            .or_else(|| normalize_name(session.email.split('@').next().unwrap_or_default()))
+            .or_else(|| normalize_name(&session.subject))?;
+        Some(format!("user:{}/{name}", self.namespace))
+    }
+
+    /// Ownership refs: the user, then each group (mapped, or filtered and normalized).
+    fn ownership(&self, session: &Session, user: String) -> Vec<String> {
+        let mut refs = vec![user];
+        for group in &session.groups {
+            let entity = match self.group_refs.get(group) {
+                Some(mapped) => Some(mapped.clone()),
+                None if self
+                    .group_filter
+                    .as_ref()
+                    .is_some_and(|re| !re.is_match(group)) =>
+                {
+                    None
+                }
+                None => normalize_name(group).map(|n| format!("group:{}/{n}", self.namespace)),
+            };
+            if let Some(entity) = entity
+                && !refs.contains(&entity)
+            {
+                refs.push(entity);
+            }
+        }
+        refs
+    }
+
+    /// The token for `session`'s identity: the one minted before if it has more than half its
+    /// lifetime left, else a new one.
+    fn token(&self, session: &Session) -> Result<Minted, InvalidIdentity> {
+        let keys = self.keys.as_ref().ok_or(InvalidIdentity)?;
+        let key = identity_key(session);
+        let now = now();
+        if let Some(minted) = self
+            .minted
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+            .filter(|m| now < m.renew_at)
+        {
+            return Ok(minted.clone());
+        }
+        let user = self.user_ref(session).ok_or(InvalidIdentity)?;
+        let ent = self.ownership(session, user);
+        let exp = now + self.lifetime.as_secs();
+        let claims = Claims {
+            iss: &self.issuer,
+            aud: &self.audience,
+            sub: &ent[0],
+            ent: &ent,
+            email: &session.email,
+            name: session.name.as_deref(),
+            preferred_username: session.username.as_deref(),
+            groups: &session.groups,
+            idp: &session.provider,
+            iat: now,
+            exp,
+        };
+        let jwt = keys.sign(&claims).map_err(|e| {
+            tracing::error!(error = %e, "cannot sign an identity token");
+            InvalidIdentity
+        })?;
+        let minted = Minted {
+            renew_at: now + self.lifetime.as_secs() / 2,
+            exp,
+            bearer: HeaderValue::from_str(&format!("Bearer {jwt}")).map_err(|_| InvalidIdentity)?,
+            jwt: HeaderValue::from_str(&jwt).map_err(|_| InvalidIdentity)?,
+        };
+        let mut cache = self.minted.write().unwrap_or_else(PoisonError::into_inner);
+        if cache.len() >= MAX_MINTED {
+            cache.retain(|_, m| m.exp > now);
+            if cache.len() >= MAX_MINTED {
+                cache.clear();
+            }
+        }
+        cache.insert(key, minted.clone());
+        Ok(minted)
+    }
+}
+
+/// Everything a token says about the user, hashed: equal keys mean equal claims.
+fn identity_key(session: &Session) -> [u8; 32] {
+    let mut hash = Sha256::new();
+    for part in [
+        session.provider.as_str(),
+        session.subject.as_str(),
+        session.email.as_str(),
+        session.username.as_deref().unwrap_or("\u{0}none"),
+        session.name.as_deref().unwrap_or("\u{0}none"),
+    ] {
+        hash.update((part.len() as u64).to_le_bytes());
+        hash.update(part.as_bytes());
+    }
+    for group in &session.groups {
+        hash.update((group.len() as u64).to_le_bytes());
+        hash.update(group.as_bytes());
+    }
+    hash.finalize().into()
+}
+
+fn set_names(
     headers: &mut HeaderMap,
     session: &Session,
-    names: Names,
+    names: &Names,
 ) -> Result<(), InvalidIdentity> {
     let user = HeaderValue::from_str(session.user()).map_err(|_| InvalidIdentity)?;
-    headers.insert(names.user, user);
-    let mut set = |name: HeaderName, value: &str| {
+    headers.insert(names.user.clone(), user);
+    let mut set = |name: &HeaderName, value: &str| {
         if let Ok(v) = HeaderValue::from_str(value) {
-            headers.insert(name, v);
+            headers.insert(name.clone(), v);
         }
     };
     if !session.email.is_empty() {
-        set(names.email, &session.email);
+        set(&names.email, &session.email);
     }
     if let Some(username) = session.username.as_deref() {
-        set(names.preferred_username, username);
+        set(&names.preferred_username, username);
     }
     // A comma inside a group name would read as two groups; such names are left out.
     let groups: Vec<&str> = session
@@ -124,14 +460,14 @@ fn set_identity(
         );
     }
     if !groups.is_empty() {
-        set(names.groups, &groups.join(","));
+        set(&names.groups, &groups.join(","));
     }
     Ok(())
 }
 
-/// The signed-in user's id cannot be sent as a header value.
+/// The signed-in user cannot be sent upstream (a header value or token cannot be made).
 #[derive(Debug, Clone, Copy, thiserror::Error)]
-#[error("the user id cannot be sent in a header")]
+#[error("the user's identity cannot be sent upstream")]
 pub struct InvalidIdentity;
 
 #[cfg(test)]

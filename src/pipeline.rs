@@ -29,7 +29,7 @@ use crate::headers::{strip_hop_by_hop, upgrade_protocol};
 use crate::server::Signals;
 use crate::session::Session;
 use crate::upstream::Upstream;
-use crate::{App, Body, BoxError, empty, identity, upgrade};
+use crate::{App, Body, BoxError, empty, upgrade};
 
 /// What the server knows about the connection a request arrived on.
 #[derive(Debug)]
@@ -112,6 +112,9 @@ async fn route(
         return e.into_response(accept.as_ref());
     }
     let host_name = host.map_or("", Authority::host);
+    if let Some(keys) = app.identity.well_known(&parts.method, parts.uri.path()) {
+        return keys;
+    }
     let (session, set_cookies) = match &app.auth {
         Some(auth) if auth.owns_path(parts.uri.path()) => {
             let trusted = app.trusted.contains(ctx.peer.ip());
@@ -258,12 +261,14 @@ async fn forward(
     let headers = &mut parts.headers;
     strip_hop_by_hop(headers);
     // Stripped on every request, signed in or not: a client never chooses its own identity.
-    identity::strip(headers);
+    app.identity.strip(headers);
     if let Some(auth) = &app.auth {
         auth.codec().strip_own(headers);
     }
     if let Some(session) = session {
-        identity::inject(headers, session).map_err(|_| ProxyError::Identity)?;
+        app.identity
+            .inject(headers, session)
+            .map_err(|_| ProxyError::Identity)?;
     }
     let origin = Origin {
         peer: ctx.peer.ip(),

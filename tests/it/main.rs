@@ -8,6 +8,7 @@ mod cli;
 mod forward_auth;
 mod github;
 mod id_tokens;
+mod identity;
 mod limits;
 mod oidc;
 mod policy;

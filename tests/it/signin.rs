@@ -5,7 +5,11 @@ use http::StatusCode;
 use crate::support::{Browser, Upstream, dev_config, header_map, start};
 
 /// Signs in as `user` starting from `path`; returns the browser and where it was sent back to.
-async fn sign_in(addr: std::net::SocketAddr, path: &str, user: &str) -> (Browser, String) {
+pub(crate) async fn sign_in(
+    addr: std::net::SocketAddr,
+    path: &str,
+    user: &str,
+) -> (Browser, String) {
     let (browser, done) = sign_in_page(addr, path, user).await;
     (browser, done.location().to_string())
 }
