@@ -19,6 +19,7 @@ UPSTREAM_PORT=18080
 NGINX_PORT=18081
 STAGEDOOR_PORT=18082
 STAGEDOOR_ADMIN_PORT=19180
+STAGEDOOR_AUTH_PORT=18083
 PROXY_CPU=0
 LOAD_CPU=1                   # wrk and the upstream
 
@@ -84,7 +85,7 @@ preflight() {
     done
     [[ $ROUNDS =~ ^[1-9][0-9]*$ && $DURATION =~ ^[1-9][0-9]*$ && $WARMUP =~ ^[0-9]+$ ]] \
         || die "ROUNDS and DURATION must be positive integers, WARMUP a non-negative one"
-    for cmd in taskset pgrep python3 getconf timeout; do
+    for cmd in taskset pgrep python3 getconf timeout curl; do
         command -v "$cmd" >/dev/null || die "$cmd is required"
     done
     taskset -c "$PROXY_CPU,$LOAD_CPU" true 2>/dev/null \
@@ -93,7 +94,7 @@ preflight() {
         die "no Stagedoor binary at $BIN: build it (cargo build --release), set STAGEDOOR_BIN, or SKIP_STAGEDOOR=1"
     fi
     local port
-    for port in "$UPSTREAM_PORT" "$NGINX_PORT" "$STAGEDOOR_PORT" "$STAGEDOOR_ADMIN_PORT"; do
+    for port in "$UPSTREAM_PORT" "$NGINX_PORT" "$STAGEDOOR_PORT" "$STAGEDOOR_ADMIN_PORT" "$STAGEDOOR_AUTH_PORT"; do
         ! port_open "$port" || die "127.0.0.1:$port is already in use"
     done
     # 1000 held connections need more descriptors than the usual soft limit of 1024.
@@ -180,12 +181,45 @@ start_stagedoor() {
     wait_ready stagedoor "$STAGEDOOR_PID" "$STAGEDOOR_PORT" "$dir/stderr.log"
 }
 
+# A second Stagedoor with the development provider, and a session cookie for it: the signed-in
+# row. Sets STAGEDOOR_AUTH_PID and SESSION_COOKIE.
+start_stagedoor_auth() {
+    local dir=$TMP/stagedoor-auth var unset_env=(-u RUST_LOG) base location state
+    mkdir -p "$dir"
+    render "$BENCH_DIR/stagedoor-auth.toml" "$dir/stagedoor.toml" \
+        PORT="$STAGEDOOR_AUTH_PORT" UPSTREAM_PORT="$UPSTREAM_PORT" DIR="$dir"
+    for var in $(compgen -e); do
+        [[ $var == STAGEDOOR_* ]] && unset_env+=(-u "$var")
+    done
+    env "${unset_env[@]}" taskset -c "$PROXY_CPU" "$BIN" --config "$dir/stagedoor.toml" \
+        >"$dir/stderr.log" 2>&1 &
+    STAGEDOOR_AUTH_PID=$!
+    STARTED_PIDS+=("$STAGEDOOR_AUTH_PID")
+    base=http://127.0.0.1:$STAGEDOOR_AUTH_PORT
+    for ((var = 0; var < 100; var++)); do
+        port_open "$STAGEDOOR_AUTH_PORT" && break
+        sleep 0.1
+    done
+    # The sign-in flow: start (a CSRF cookie and a state), then the development form.
+    location=$(curl -s -c "$dir/jar" -o /dev/null -w '%{redirect_url}' "$base/oauth2/start?rd=/")
+    state=${location##*state=}
+    [[ -n $state && $state != "$location" ]] || die "stagedoor-auth: no sign-in state ($location)"
+    curl -s -b "$dir/jar" -c "$dir/jar" -o /dev/null --data "state=$state" \
+        --data-urlencode "user=alice@example.com" "$base/oauth2/dev"
+    SESSION_COOKIE=$(awk -F'\t' '$6 ~ /^_stagedoor(_[0-9]+)?$/ { printf "%s%s=%s", sep, $6, $7; sep = "; " }' "$dir/jar")
+    [[ -n $SESSION_COOKIE ]] || die "stagedoor-auth: sign-in gave no session cookie"
+    local status
+    status=$(curl -s -o /dev/null -w '%{http_code}' -H "Cookie: $SESSION_COOKIE" "$base/")
+    [[ $status == 200 ]] || die "stagedoor-auth: a signed-in request got $status"
+}
+
 # An nginx master and its workers; Stagedoor is one process (its threads are in its stat).
 proxy_pids() {
     # shellcheck disable=SC2046  # one pid per word
     case $1 in
         nginx) echo "$NGINX_PROXY_PID" $(pgrep -P "$NGINX_PROXY_PID") ;;
         stagedoor) echo "$STAGEDOOR_PID" ;;
+        stagedoor-auth) echo "$STAGEDOOR_AUTH_PID" ;;
     esac
 }
 
@@ -268,7 +302,9 @@ bench_one() {
     local rps p50 p99 requests errors cpu_us=NA
     [[ $target == direct ]] || read -r -a pids <<<"$(proxy_pids "$target")"
     ((${#pids[@]} == 0)) || before=$(cpu_ticks "${pids[@]}")
-    out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$conns" -d"${seconds}s" --latency "http://127.0.0.1:$port/") \
+    local headers=()
+    [[ $target != stagedoor-auth ]] || headers=(-H "Cookie: $SESSION_COOKIE")
+    out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$conns" -d"${seconds}s" --latency "${headers[@]}" "http://127.0.0.1:$port/") \
         || die "wrk against $target failed"
     ((${#pids[@]} == 0)) || after=$(cpu_ticks "${pids[@]}")
     [[ -n $round ]] || return 0
@@ -361,6 +397,17 @@ EOF
                 printf "| %s | %s | %s | %s |\n", cs[i], ratio(rps[s], rps[n]), ratio(p99[s], p99[n]),
                     ratio(cpu[s], cpu[n])
             }
+            if (targets !~ /stagedoor-auth/) exit
+            print "\n## Stagedoor signed in / nginx\n"
+            print "Each request carries a session cookie: decrypted, judged by the policy, identity headers"
+            print "and the signed identity token added (nginx proxies without any of that).\n"
+            print "| conns | req/s | p99 | CPU per request |"
+            print "|---:|---:|---:|---:|"
+            for (i = 1; i <= nc; i++) {
+                s = cs[i] SUBSEP "stagedoor-auth"; n = cs[i] SUBSEP "nginx"
+                printf "| %s | %s | %s | %s |\n", cs[i], ratio(rps[s], rps[n]), ratio(p99[s], p99[n]),
+                    ratio(cpu[s], cpu[n])
+            }
         }' "$TMP/runs.tsv"
     cat <<EOF
 
@@ -395,6 +442,10 @@ main() {
         start_stagedoor
         TARGETS+=(stagedoor)
         measure_memory stagedoor "$STAGEDOOR_PORT"
+        log "starting a signed-in Stagedoor on CPU $PROXY_CPU, port $STAGEDOOR_AUTH_PORT"
+        start_stagedoor_auth
+        TARGETS+=(stagedoor-auth)
+        PORT_OF[stagedoor-auth]=$STAGEDOOR_AUTH_PORT
     else
         log "SKIP_STAGEDOOR=1: leaving Stagedoor out"
     fi
