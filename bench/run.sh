@@ -164,11 +164,13 @@ start_nginx() {
     [[ $(<"$dir/nginx.pid") == "$NGINX_PID" ]] || die "$name: pid file does not match the started process"
 }
 
-start_stagedoor() {
-    local dir=$TMP/stagedoor var unset_env=(-u RUST_LOG)
+# launch_stagedoor NAME TEMPLATE KEY=VALUE...: renders the config into $TMP/NAME and starts
+# Stagedoor on the proxy CPU; sets LAUNCHED_PID.
+launch_stagedoor() {
+    local name=$1 template=$2 dir=$TMP/$1 var unset_env=(-u RUST_LOG)
+    shift 2
     mkdir -p "$dir"
-    render "$BENCH_DIR/stagedoor.toml" "$dir/stagedoor.toml" \
-        PORT="$STAGEDOOR_PORT" ADMIN_PORT="$STAGEDOOR_ADMIN_PORT" UPSTREAM_PORT="$UPSTREAM_PORT"
+    render "$template" "$dir/stagedoor.toml" "$@" DIR="$dir"
     # Stagedoor reads STAGEDOOR_* as config overrides (STAGEDOOR_BIN would be an unknown key)
     # and RUST_LOG would override the log level, so the bench config must be all it sees.
     for var in $(compgen -e); do
@@ -176,27 +178,26 @@ start_stagedoor() {
     done
     env "${unset_env[@]}" taskset -c "$PROXY_CPU" "$BIN" --config "$dir/stagedoor.toml" \
         >"$dir/stderr.log" 2>&1 &
-    STAGEDOOR_PID=$!
-    STARTED_PIDS+=("$STAGEDOOR_PID")
-    wait_ready stagedoor "$STAGEDOOR_PID" "$STAGEDOOR_PORT" "$dir/stderr.log"
+    LAUNCHED_PID=$!
+    STARTED_PIDS+=("$LAUNCHED_PID")
+}
+
+start_stagedoor() {
+    launch_stagedoor stagedoor "$BENCH_DIR/stagedoor.toml" \
+        PORT="$STAGEDOOR_PORT" ADMIN_PORT="$STAGEDOOR_ADMIN_PORT" UPSTREAM_PORT="$UPSTREAM_PORT"
+    STAGEDOOR_PID=$LAUNCHED_PID
+    wait_ready stagedoor "$STAGEDOOR_PID" "$STAGEDOOR_PORT" "$TMP/stagedoor/stderr.log"
 }
 
 # A second Stagedoor with the development provider, and a session cookie for it: the signed-in
 # row. Sets STAGEDOOR_AUTH_PID and SESSION_COOKIE.
 start_stagedoor_auth() {
-    local dir=$TMP/stagedoor-auth var unset_env=(-u RUST_LOG) base location state
-    mkdir -p "$dir"
-    render "$BENCH_DIR/stagedoor-auth.toml" "$dir/stagedoor.toml" \
-        PORT="$STAGEDOOR_AUTH_PORT" UPSTREAM_PORT="$UPSTREAM_PORT" DIR="$dir"
-    for var in $(compgen -e); do
-        [[ $var == STAGEDOOR_* ]] && unset_env+=(-u "$var")
-    done
-    env "${unset_env[@]}" taskset -c "$PROXY_CPU" "$BIN" --config "$dir/stagedoor.toml" \
-        >"$dir/stderr.log" 2>&1 &
-    STAGEDOOR_AUTH_PID=$!
-    STARTED_PIDS+=("$STAGEDOOR_AUTH_PID")
+    local dir=$TMP/stagedoor-auth base location state i
+    launch_stagedoor stagedoor-auth "$BENCH_DIR/stagedoor-auth.toml" \
+        PORT="$STAGEDOOR_AUTH_PORT" UPSTREAM_PORT="$UPSTREAM_PORT"
+    STAGEDOOR_AUTH_PID=$LAUNCHED_PID
     base=http://127.0.0.1:$STAGEDOOR_AUTH_PORT
-    for ((var = 0; var < 100; var++)); do
+    for ((i = 0; i < 100; i++)); do
         port_open "$STAGEDOOR_AUTH_PORT" && break
         sleep 0.1
     done
