@@ -17,6 +17,8 @@
 //                     ../../integrations/backstage/dist (build it first).
 //   STAGEDOOR_JWKS_URL, STAGEDOOR_AUDIENCE, STAGEDOOR_HEADER (optional) its
 //                     jwksUrl / audience / header settings.
+//   STAGEDOOR_RESOLVERS (optional) comma-separated sign-in resolvers for it,
+//                     default "subjectAsEntityRef".
 //   LOG_LEVEL         Backstage log level, default "warn" here.
 //   READY_TIMEOUT_MS  give up (exit 1) if not ready after this, default 60000.
 //
@@ -127,10 +129,11 @@ if (process.env.STAGEDOOR_ISSUER) {
     ...(process.env.STAGEDOOR_AUDIENCE && { audience: process.env.STAGEDOOR_AUDIENCE }),
     ...(process.env.STAGEDOOR_HEADER && { header: process.env.STAGEDOOR_HEADER }),
     signIn: {
-      resolvers: [
-        { resolver: 'subjectNameMatchingUserEntityName' },
-        { resolver: 'emailMatchingUserEntityProfileEmail' },
-      ],
+      resolvers: (process.env.STAGEDOOR_RESOLVERS || 'subjectAsEntityRef')
+        .split(',')
+        .map((r) => r.trim())
+        .filter(Boolean)
+        .map((resolver) => ({ resolver })),
     },
   };
   stagedoorModule = await import(pathToFileURL(dist).href);
