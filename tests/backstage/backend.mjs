@@ -39,6 +39,8 @@ process.stdout.write = process.stderr.write.bind(process.stderr);
 process.env.LOG_LEVEL ??= 'warn';
 
 const here = dirname(fileURLToPath(import.meta.url));
+// Backstage looks for the package root upwards from the working directory.
+process.chdir(here);
 
 function fail(msg) {
   process.stderr.write(`backstage fixture: ${msg}\n`);

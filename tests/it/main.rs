@@ -3,6 +3,7 @@
 // Test code may fail loudly: a panic is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod backstage;
 mod browser;
 mod cli;
 mod forward_auth;

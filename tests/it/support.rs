@@ -482,6 +482,71 @@ impl OpenIdProvider {
     }
 }
 
+/// A real Backstage backend (auth with the `oauth2Proxy` provider and Stagedoor's verifying
+/// module, catalog with users alice and bob) from `tests/backstage`. Stopped when dropped.
+pub struct Backstage {
+    pub addr: SocketAddr,
+    child: std::process::Child,
+}
+
+impl Drop for Backstage {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Backstage {
+    /// Starts Backstage on a free port; its `stagedoor` provider trusts tokens from `issuer`.
+    pub fn start(issuer: &str) -> Self {
+        use std::io::BufRead;
+        let root = env!("CARGO_MANIFEST_DIR");
+        for (path, install) in [
+            (
+                "tests/backstage/node_modules/@backstage/backend-defaults",
+                "npm ci --prefix tests/backstage",
+            ),
+            (
+                "integrations/backstage/dist/index.js",
+                "cd integrations/backstage && npm ci && npm run build",
+            ),
+        ] {
+            assert!(
+                std::path::Path::new(root).join(path).exists(),
+                "{path} is missing: run `{install}` (bash .ci/run does)"
+            );
+        }
+        let port = free_port();
+        let mut child = std::process::Command::new("node")
+            .arg(format!("{root}/tests/backstage/backend.mjs"))
+            .env("PORT", port.to_string())
+            .env("STAGEDOOR_ISSUER", issuer)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("node runs");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let ready = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .any(|l| l.starts_with("listening "));
+        let backstage = Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            child,
+        };
+        assert!(
+            ready,
+            "the Backstage fixture did not start (run it by hand: PORT=7007 node tests/backstage/backend.mjs)"
+        );
+        std::thread::spawn(move || lines.for_each(drop));
+        backstage
+    }
+}
+
 /// A free loopback port, for a server whose address must be known before it starts.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
