@@ -130,6 +130,8 @@ pub struct Auth {
     policy: Policy,
     /// Some provider takes bearer JWTs in place of a session.
     accepts_bearer: bool,
+    /// `policy.explain_rule`.
+    explain_rule: bool,
     identity: Arc<Identity>,
 }
 
@@ -227,6 +229,7 @@ impl Auth {
             .iter()
             .any(|p| matches!(p, Provider::Oidc(oidc) if oidc.accepts_bearer()));
         Ok(Some(Self {
+            explain_rule: config.policy.explain_rule,
             identity,
             accepts_bearer,
             prefix: config.auth.prefix.clone(),
@@ -317,7 +320,7 @@ impl Auth {
             }
             Err(refusal) => {
                 audit(Some(&session), rule, "deny", host, path);
-                Gate::Answer(self.refused(parts, &session, refusal))
+                Gate::Answer(self.refused(parts, &session, refusal, Some(rule)))
             }
         }
     }
@@ -379,7 +382,7 @@ impl Auth {
             }
             Err(refusal) => {
                 audit(Some(&session), rule, "deny bearer", host, path);
-                Gate::Answer(self.refused(parts, &session, refusal))
+                Gate::Answer(self.refused(parts, &session, refusal, Some(rule)))
             }
         }
     }
@@ -411,17 +414,26 @@ impl Auth {
     }
 
     /// 403 for a signed-in user no rule admits: who they are, why, and a way out.
-    fn refused(&self, parts: &Parts, session: &Session, refusal: Refusal) -> Response<Body> {
+    /// `rule` is the deciding rule, named to the user only with `policy.explain_rule`.
+    fn refused(
+        &self,
+        parts: &Parts,
+        session: &Session,
+        refusal: Refusal,
+        rule: Option<&str>,
+    ) -> Response<Body> {
         tracing::info!(user = %session.log_name(), provider = %session.provider, reason = ?refusal, "access denied");
+        let rule = rule.filter(|_| self.explain_rule);
         if self.is_api_request(parts) {
-            return json_response(
-                StatusCode::FORBIDDEN,
-                &serde_json::json!({
-                    "error": "forbidden",
-                    "status": 403,
-                    "message": refusal.explain(),
-                }),
-            );
+            let mut body = serde_json::json!({
+                "error": "forbidden",
+                "status": 403,
+                "message": refusal.explain(),
+            });
+            if let Some(rule) = rule {
+                body["rule"] = rule.into();
+            }
+            return json_response(StatusCode::FORBIDDEN, &body);
         }
         let who = if session.email.is_empty() {
             session.subject.clone()
@@ -432,7 +444,13 @@ impl Auth {
             StatusCode::FORBIDDEN,
             pages::message(
                 "Access denied",
-                &format!("You are signed in as {who}. {}", refusal.explain()),
+                &match rule {
+                    Some(rule) => format!(
+                        "You are signed in as {who}. {} (Rule: {rule}.)",
+                        refusal.explain()
+                    ),
+                    None => format!("You are signed in as {who}. {}", refusal.explain()),
+                },
                 Some((&format!("{}/sign_out", self.prefix), "Sign out")),
             ),
         )
@@ -797,7 +815,7 @@ impl Auth {
     fn signed_in(&self, parts: &Parts, session: &Session, rd: &str) -> Response<Body> {
         // Judged by the global rules: a user no rule admits at all is told at once.
         if let Err(refusal) = self.policy.admits_anywhere(session) {
-            let mut response = self.refused(parts, session, refusal);
+            let mut response = self.refused(parts, session, refusal, None);
             set_cookie(&mut response, &self.codec.clear_csrf());
             return response;
         }

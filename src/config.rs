@@ -150,6 +150,9 @@ pub struct PolicyConfig {
     /// Accept users whose provider does not say their email is verified. Default false:
     /// an unverified address could be anyone's.
     pub allow_unverified_email: bool,
+    /// Name the rule that refused a user on the 403 page and in 403 JSON (`rule`). Default
+    /// false: the answer says why in plain words, not which rule.
+    pub explain_rule: bool,
     /// Rules for particular routes, tried in order; the first that matches decides, and a
     /// request no route matches is judged by the rules above.
     pub routes: Vec<PolicyRouteConfig>,

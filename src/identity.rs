@@ -214,7 +214,7 @@ impl Identity {
         }
         let invalid = |key: &str, e: String| ConfigError::single(key, e);
         Ok(Self {
-            jwt_header: (!id.jwt_header.is_empty())
+            jwt_header: token
                 .then(|| HeaderName::from_bytes(id.jwt_header.as_bytes()))
                 .transpose()
                 .map_err(|e| invalid("identity.jwt_header", e.to_string()))?,
@@ -497,5 +497,39 @@ mod tests {
         let mut left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
         left.sort_unstable();
         assert_eq!(left, ["accept", "x-forwarded-for"]);
+    }
+
+    #[test]
+    fn the_access_token_is_passed_only_when_asked() {
+        let session = Session {
+            subject: "alice".into(),
+            email: "alice@example.com".into(),
+            email_verified: true,
+            username: None,
+            name: None,
+            groups: Vec::new(),
+            provider: "corp".into(),
+            created_at: 0,
+            refreshed_at: 0,
+            expires_at: u64::MAX,
+            tokens: Some(crate::session::Tokens {
+                access_token: Some("at-123".into()),
+                ..Default::default()
+            }),
+        };
+        for (flag, want) in [(false, None), (true, Some("at-123"))] {
+            let config = Config::from_toml(&format!(
+                "[upstreams.web]\nurl = \"http://a\"\n[identity]\npass_access_token = {flag}\n"
+            ))
+            .unwrap();
+            let identity = Identity::build(&config).unwrap();
+            let mut headers = HeaderMap::new();
+            identity.inject(&mut headers, &session).unwrap();
+            let got = headers
+                .get("x-forwarded-access-token")
+                .map(|v| v.to_str().unwrap());
+            assert_eq!(got, want);
+            assert_eq!(headers["x-forwarded-user"], "alice");
+        }
     }
 }

@@ -6,6 +6,7 @@
 mod backstage;
 mod browser;
 mod cli;
+mod deploy;
 mod forward_auth;
 mod github;
 mod id_tokens;

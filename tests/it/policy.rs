@@ -68,7 +68,7 @@ async fn bearer_tokens_from_the_provider_are_judged_like_sessions() {
     let config: Config = gate_config(
         port,
         &up,
-        "[[policy.routes]]\npath_prefix = \"/api/admin\"\ngroups = [\"backstage-admins\"]\n",
+        "explain_rule = true\n[[policy.routes]]\nname = \"admin-api\"\npath_prefix = \"/api/admin\"\ngroups = [\"backstage-admins\"]\n",
         &corp(&op.issuer, "bearer_audiences = [\"https://api.test\"]"),
     );
     let proxy = start(config).await;
@@ -89,6 +89,8 @@ async fn bearer_tokens_from_the_provider_are_judged_like_sessions() {
     let (status, body) = call(addr, "/api/admin/users", &[("authorization", &auth)]).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     assert!(body.contains("\"forbidden\""), "{body}");
+    // explain_rule names the deciding rule.
+    assert!(body.contains("\"rule\":\"admin-api\""), "{body}");
 
     // Another audience, a payload edited under the original signature, `alg: none`, and a
     // token that is not a JWT: all 401, none forwarded.
@@ -117,6 +119,12 @@ async fn bearer_tokens_from_the_provider_are_judged_like_sessions() {
         assert!(body.contains("invalid_token"), "{what}: {body}");
     }
     assert_eq!(up.seen().len(), forwarded, "nothing refused was forwarded");
+
+    // alice is in backstage-admins: the group rule admits her session there.
+    let (mut alice, done) = sign_in(addr, "/", "alice").await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    let page = alice.get("/api/admin/users").await;
+    assert_eq!((page.status, page.body.as_str()), (StatusCode::OK, "web"));
 }
 
 #[tokio::test]
