@@ -7,6 +7,7 @@ use crate::auth::Auth;
 use crate::config::{Config, ConfigError, Issues};
 use crate::forwarded::TrustedProxies;
 use crate::identity::Identity;
+use crate::metrics::Metrics;
 use crate::routes::Router;
 use crate::tls::ReloadingCert;
 use crate::upstream::Upstream;
@@ -26,6 +27,8 @@ pub struct App {
     pub auth: Option<Auth>,
     /// What the upstream learns about the user.
     pub identity: Arc<Identity>,
+    /// Prometheus metrics, served on the admin listener.
+    pub metrics: Arc<Metrics>,
     ready: AtomicBool,
 }
 
@@ -33,6 +36,11 @@ impl App {
     /// Builds everything the configuration describes, reading the files it names
     /// (certificates, CA bundles). Reports every problem at once. Opens no socket.
     pub fn build(config: Config) -> Result<Self, ConfigError> {
+        Self::build_with(config, Arc::new(Metrics::new()))
+    }
+
+    /// As [`App::build`], counting into `metrics` (kept across reloads).
+    pub fn build_with(config: Config, metrics: Arc<Metrics>) -> Result<Self, ConfigError> {
         config.validate()?;
         let mut issues = Issues::default();
         let mut upstreams = Vec::new();
@@ -54,7 +62,7 @@ impl App {
             .map_err(|e| issues.extend(e))
             .ok();
         let auth = identity.as_ref().and_then(|identity| {
-            Auth::build(&config, Arc::clone(identity))
+            Auth::build(&config, Arc::clone(identity), Arc::clone(&metrics))
                 .map_err(|e| issues.extend(e))
                 .ok()
                 .flatten()
@@ -72,6 +80,7 @@ impl App {
         Ok(Self {
             auth,
             identity,
+            metrics,
             router: Router::new(&config, &upstreams),
             trusted: TrustedProxies::new(config.server.trusted_proxies.clone()),
             tls,

@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{Config, ConfigError, DevProviderConfig, ProviderConfig, decode_cookie_secret};
 use crate::error::{error_response, json_response, wants_json};
 use crate::identity::Identity;
+use crate::metrics::Metrics;
 use crate::pages::{self, Choice, DevChoice};
 use crate::policy::{Access, Policy, Refusal};
 use crate::providers::github::GitHubProvider;
@@ -132,6 +133,7 @@ pub struct Auth {
     accepts_bearer: bool,
     /// `policy.explain_rule`.
     explain_rule: bool,
+    metrics: Arc<Metrics>,
     identity: Arc<Identity>,
 }
 
@@ -147,7 +149,11 @@ impl std::fmt::Debug for Auth {
 
 impl Auth {
     /// Builds sign-in from a validated configuration; `None` when no provider is configured.
-    pub fn build(config: &Config, identity: Arc<Identity>) -> Result<Option<Self>, ConfigError> {
+    pub fn build(
+        config: &Config,
+        identity: Arc<Identity>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Option<Self>, ConfigError> {
         if config.providers.is_empty() {
             return Ok(None);
         }
@@ -207,8 +213,13 @@ impl Auth {
                     let secret = github
                         .secret(&key)
                         .map_err(|(k, msg)| ConfigError::single(k, msg))?;
-                    let built = GitHubProvider::new(github.as_ref().clone(), secret, &callback)
-                        .map_err(|e| ConfigError::single(key, e))?;
+                    let built = GitHubProvider::new(
+                        github.as_ref().clone(),
+                        secret,
+                        &callback,
+                        Arc::clone(&metrics),
+                    )
+                    .map_err(|e| ConfigError::single(key, e))?;
                     Provider::GitHub(Box::new(built))
                 }
                 other => {
@@ -219,7 +230,7 @@ impl Auth {
                     let secret = oidc
                         .secret(&key)
                         .map_err(|(k, msg)| ConfigError::single(k, msg))?;
-                    let built = OidcProvider::new(oidc, secret, &callback)
+                    let built = OidcProvider::new(oidc, secret, &callback, Arc::clone(&metrics))
                         .map_err(|e| ConfigError::single(key, e))?;
                     Provider::Oidc(Arc::new(built))
                 }
@@ -229,6 +240,7 @@ impl Auth {
             .iter()
             .any(|p| matches!(p, Provider::Oidc(oidc) if oidc.accepts_bearer()));
         Ok(Some(Self {
+            metrics,
             explain_rule: config.policy.explain_rule,
             identity,
             accepts_bearer,
@@ -271,10 +283,11 @@ impl Auth {
         let path = parts.uri.path();
         let rule = match self.policy.access(host, &parts.method, path, client) {
             Access::Public { rule } => {
-                audit(None, rule, "public", host, path);
+                self.audit(None, rule, "public", host, path);
                 return Gate::Public;
             }
             Access::Network { rule } => {
+                self.metrics.decision("allow network", rule);
                 tracing::info!(
                     target: "stagedoor::audit",
                     user = "-",
@@ -293,7 +306,7 @@ impl Auth {
             if let Some(token) = self.bearer_token(parts) {
                 return self.gate_bearer(parts, token, rule, host).await;
             }
-            audit(None, rule, "sign-in required", host, path);
+            self.audit(None, rule, "sign-in required", host, path);
             return self.challenge(parts);
         };
         // A session from a provider that is no longer configured is no session.
@@ -315,11 +328,11 @@ impl Auth {
         };
         match self.policy.admits(rule, &session) {
             Ok(()) => {
-                audit(Some(&session), rule, "allow", host, path);
+                self.audit(Some(&session), rule, "allow", host, path);
                 Gate::Pass(session, cookies)
             }
             Err(refusal) => {
-                audit(Some(&session), rule, "deny", host, path);
+                self.audit(Some(&session), rule, "deny", host, path);
                 Gate::Answer(self.refused(parts, &session, refusal, Some(rule)))
             }
         }
@@ -359,7 +372,7 @@ impl Auth {
             Ok(session) => session,
             Err(error) => {
                 tracing::info!(%error, "bearer token refused");
-                audit(None, rule, "bearer refused", host, path);
+                self.audit(None, rule, "bearer refused", host, path);
                 let mut response = json_response(
                     StatusCode::UNAUTHORIZED,
                     &serde_json::json!({
@@ -377,11 +390,11 @@ impl Auth {
         };
         match self.policy.admits(rule, &session) {
             Ok(()) => {
-                audit(Some(&session), rule, "allow bearer", host, path);
+                self.audit(Some(&session), rule, "allow bearer", host, path);
                 Gate::Pass(session, Vec::new())
             }
             Err(refusal) => {
-                audit(Some(&session), rule, "deny bearer", host, path);
+                self.audit(Some(&session), rule, "deny bearer", host, path);
                 Gate::Answer(self.refused(parts, &session, refusal, Some(rule)))
             }
         }
@@ -475,8 +488,11 @@ impl Auth {
                     let (tx, rx) = watch::channel(None);
                     let provider = Arc::clone(provider);
                     let session = session.clone();
+                    let metrics = Arc::clone(&self.metrics);
                     tokio::spawn(async move {
-                        let fresh = match provider.refresh(&session).await {
+                        let refreshed = provider.refresh(&session).await;
+                        metrics.refresh(provider.id(), refreshed.is_ok());
+                        let fresh = match refreshed {
                             Ok(fresh) => {
                                 tracing::debug!(user = %fresh.log_name(), "session refreshed");
                                 Some(fresh)
@@ -691,6 +707,7 @@ impl Auth {
             Ok(session) => self.signed_in(parts, &session, &login.rd),
             Err(e) => {
                 tracing::warn!(provider = %provider.id(), error = %e, "sign-in failed");
+                self.metrics.sign_in(provider.id(), "error");
                 // The sign-in attempt is spent either way: its state cannot be replayed.
                 with_cleared_csrf(
                     &self.codec,
@@ -815,6 +832,7 @@ impl Auth {
     fn signed_in(&self, parts: &Parts, session: &Session, rd: &str) -> Response<Body> {
         // Judged by the global rules: a user no rule admits at all is told at once.
         if let Err(refusal) = self.policy.admits_anywhere(session) {
+            self.metrics.sign_in(&session.provider, "refused");
             let mut response = self.refused(parts, session, refusal, None);
             set_cookie(&mut response, &self.codec.clear_csrf());
             return response;
@@ -834,6 +852,7 @@ impl Auth {
             return response;
         }
         tracing::info!(user = %session.log_name(), provider = %session.provider, "signed in");
+        self.metrics.sign_in(&session.provider, "ok");
         // See other (303): the browser follows with a GET even after the form POST.
         let mut response = redirect_to(rd);
         *response.status_mut() = StatusCode::SEE_OTHER;
@@ -1007,6 +1026,21 @@ fn needs_refresh(session: &Session, interval: Option<Duration>) -> bool {
 }
 
 /// One structured event per access decision.
+impl Auth {
+    /// One structured event, and one count, per access decision.
+    fn audit(
+        &self,
+        session: Option<&Session>,
+        rule: &str,
+        outcome: &'static str,
+        host: &str,
+        path: &str,
+    ) {
+        self.metrics.decision(outcome, rule);
+        audit(session, rule, outcome, host, path);
+    }
+}
+
 fn audit(session: Option<&Session>, rule: &str, outcome: &str, host: &str, path: &str) {
     tracing::info!(
         target: "stagedoor::audit",

@@ -13,6 +13,7 @@ pub mod error;
 pub mod forwarded;
 pub mod headers;
 pub mod identity;
+pub mod metrics;
 pub mod pages;
 pub mod path;
 pub mod pipeline;

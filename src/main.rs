@@ -1,7 +1,8 @@
 //! The `stagedoor` command: run the proxy, check a configuration, make secrets.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use stagedoor::{Config, Server};
@@ -84,7 +85,7 @@ fn keygen() -> ExitCode {
 }
 
 fn run(path: Option<PathBuf>) -> ExitCode {
-    let config = match load(path) {
+    let config = match load(path.clone()) {
         Ok(c) => c,
         Err(code) => return code,
     };
@@ -112,6 +113,14 @@ fn run(path: Option<PathBuf>) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        // SIGHUP would otherwise end the process.
+        let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(hangup) => hangup,
+            Err(e) => {
+                eprintln!("stagedoor: cannot listen for signals: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
         let server = match Server::bind(config).await {
             Ok(s) => s,
             Err(stagedoor::server::StartError::Config(e)) => {
@@ -130,13 +139,51 @@ fn run(path: Option<PathBuf>) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        stop.await;
+        // Reload on SIGHUP, and when the configuration file changes.
+        // clap has already read STAGEDOOR_CONFIG into the path.
+        let file = path;
+        let mut stamp = file.as_deref().and_then(file_stamp);
+        let mut poll = tokio::time::interval(Duration::from_secs(2));
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                () = &mut stop => break,
+                _ = hangup.recv() => reload(&running, file.as_deref(), "SIGHUP"),
+                _ = poll.tick() => {
+                    let now = file.as_deref().and_then(file_stamp);
+                    if now != stamp {
+                        stamp = now;
+                        reload(&running, file.as_deref(), "the configuration file changed");
+                    }
+                }
+            }
+        }
         tracing::info!("shutting down: draining connections");
         if running.shutdown().await {
             tracing::info!("stopped");
         }
         ExitCode::SUCCESS
     })
+}
+
+/// Reads the configuration again and applies it to new requests; a configuration that does
+/// not load or build is refused and the running one stays.
+fn reload(running: &stagedoor::server::Running, file: Option<&Path>, why: &str) {
+    let result = Config::load(file).and_then(|config| running.reload(config));
+    match result {
+        Ok(()) => tracing::info!(trigger = why, "reloaded the configuration"),
+        Err(e) => tracing::error!(
+            trigger = why,
+            "reload refused, the previous configuration stays in force: {e}"
+        ),
+    }
+}
+
+/// Modification time and length of a file, to notice that it changed.
+fn file_stamp(path: &Path) -> Option<(std::time::SystemTime, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
 }
 
 /// Listens for SIGTERM (Kubernetes) and SIGINT (Ctrl-C) now; the future resolves on either.

@@ -66,6 +66,8 @@ where
         user: None,
     };
     let response = route(app, ctx, parts, body, host.as_ref(), &mut log).await;
+    app.metrics
+        .request(log.upstream.as_deref(), response.status().as_u16());
 
     match log_head {
         None => response,
@@ -299,7 +301,10 @@ async fn forward(
     *request.version_mut() = Version::HTTP_11;
     *request.headers_mut() = parts.headers;
 
+    let sent = Instant::now();
     let mut response = upstream.send(request).await?;
+    app.metrics
+        .upstream_response(upstream.name(), sent.elapsed().as_secs_f64());
 
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         let (Some(client_side), Some(_)) = (client_upgrade, upgrade_to) else {

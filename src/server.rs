@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::Request;
 use http_body::{Body as HttpBody, Frame, SizeHint};
@@ -111,10 +112,11 @@ impl Server {
             _ => None,
         };
         let builder = Arc::new(http_builder(server));
+        let apps = Arc::new(ArcSwap::from(Arc::clone(&app)));
         let mut tasks = vec![tokio::spawn(accept_loop(
             self.public,
             Role::Public,
-            Arc::clone(&app),
+            Arc::clone(&apps),
             tls,
             Arc::clone(&builder),
             server.max_connections,
@@ -124,7 +126,7 @@ impl Server {
             tasks.push(tokio::spawn(accept_loop(
                 listener,
                 Role::Admin,
-                Arc::clone(&app),
+                Arc::clone(&apps),
                 None,
                 builder,
                 ADMIN_MAX_CONNECTIONS,
@@ -138,7 +140,7 @@ impl Server {
             addr,
             admin_addr,
             grace: server.shutdown_grace,
-            app,
+            apps,
             stop_tx,
             force_tx,
             alive_rx,
@@ -157,7 +159,7 @@ pub struct Running {
     addr: SocketAddr,
     admin_addr: Option<SocketAddr>,
     grace: Duration,
-    app: Arc<App>,
+    apps: Arc<ArcSwap<App>>,
     stop_tx: watch::Sender<bool>,
     force_tx: watch::Sender<bool>,
     alive_rx: mpsc::Receiver<()>,
@@ -176,15 +178,38 @@ impl Running {
         self.admin_addr
     }
 
-    /// The shared application state.
-    pub fn app(&self) -> &Arc<App> {
-        &self.app
+    /// The application state new requests get.
+    pub fn app(&self) -> Arc<App> {
+        self.apps.load_full()
+    }
+
+    /// Applies a new configuration to new requests: policy, email lists, providers, identity,
+    /// upstreams and routes. Requests in flight and open tunnels (WebSockets) keep the state
+    /// they started with. Listener settings (addresses, TLS files, limits, timeouts) need a
+    /// restart. A configuration that cannot be built is refused and the current one stays.
+    pub fn reload(&self, config: Config) -> Result<(), ConfigError> {
+        let current = self.apps.load_full();
+        let next = App::build_with(config, Arc::clone(&current.metrics))?;
+        let (old, new) = (&current.config, &next.config);
+        for (key, changed) in [
+            ("server", old.server != new.server),
+            ("admin", old.admin != new.admin),
+            ("log", old.log != new.log),
+        ] {
+            if changed {
+                tracing::warn!(key, "changed, but takes effect only at the next restart");
+            }
+        }
+        next.set_ready(current.is_ready());
+        self.apps.store(Arc::new(next));
+        tracing::info!("configuration reloaded");
+        Ok(())
     }
 
     /// Stops accepting, lets in-flight requests finish within the configured grace period,
     /// then closes what is left. Returns true if everything finished in time.
     pub async fn shutdown(mut self) -> bool {
-        self.app.set_ready(false);
+        self.apps.load().set_ready(false);
         let _ = self.stop_tx.send(true);
         for task in self.tasks.drain(..) {
             let _ = task.await;
@@ -253,7 +278,7 @@ fn http_builder(server: &ServerConfig) -> auto::Builder<TokioExecutor> {
 async fn accept_loop(
     listener: TcpListener,
     role: Role,
-    app: Arc<App>,
+    apps: Arc<ArcSwap<App>>,
     tls: Option<TlsAcceptor>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     max_connections: usize,
@@ -281,7 +306,9 @@ async fn accept_loop(
             _ = raised(&mut signals.stop) => return,
         };
         let _ = stream.set_nodelay(true);
+        let app = apps.load_full();
         let conn = Conn {
+            apps: Arc::clone(&apps),
             app: Arc::clone(&app),
             builder: Arc::clone(&builder),
             role,
@@ -289,14 +316,19 @@ async fn accept_loop(
             signals: signals.clone(),
         };
         let tls = tls.clone();
+        let counted = matches!(role, Role::Public).then(|| app.metrics.connection());
         tokio::spawn(async move {
             conn.run(stream, tls).await;
+            drop(counted);
             drop(permit);
         });
     }
 }
 
 struct Conn {
+    /// The state each new request gets (swapped by a reload).
+    apps: Arc<ArcSwap<App>>,
+    /// The state when the connection was accepted: its timeouts.
     app: Arc<App>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     role: Role,
@@ -326,6 +358,7 @@ impl Conn {
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let Conn {
+            apps,
             app,
             builder,
             role,
@@ -343,7 +376,7 @@ impl Conn {
         let service = {
             let activity = Arc::clone(&activity);
             service_fn(move |request: Request<Incoming>| {
-                let app = Arc::clone(&app);
+                let app = apps.load_full();
                 let ctx = Arc::clone(&ctx);
                 let in_flight = activity.begin();
                 async move {

@@ -72,6 +72,7 @@ impl GitHubProvider {
         config: GitHubProviderConfig,
         secret: Option<Secret>,
         callback_url: &str,
+        metrics: std::sync::Arc<crate::metrics::Metrics>,
     ) -> Result<Self, String> {
         let base = config.base_url.trim_end_matches('/');
         let api = match &config.api_url {
@@ -93,7 +94,7 @@ impl GitHubProvider {
         if let Some(secret) = secret {
             client = client.set_client_secret(ClientSecret::new(secret.expose().to_string()));
         }
-        let http = IdpClient::new(config.ca_file.as_deref())?;
+        let http = IdpClient::new(config.ca_file.as_deref(), metrics)?;
         Ok(Self {
             config,
             client,

@@ -6,7 +6,8 @@
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -15,6 +16,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use crate::metrics::Metrics;
 use crate::tls;
 
 /// Longest wait for a provider's answer.
@@ -44,11 +46,12 @@ pub type ResponseFuture<'a> =
 #[derive(Debug, Clone)]
 pub struct IdpClient {
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    metrics: Arc<Metrics>,
 }
 
 impl IdpClient {
     /// A client trusting `ca_file` (PEM) if given, else the system's CAs.
-    pub fn new(ca_file: Option<&Path>) -> Result<Self, String> {
+    pub fn new(ca_file: Option<&Path>, metrics: Arc<Metrics>) -> Result<Self, String> {
         let tls = tls::client_config(ca_file, None).map_err(|(_, e)| e)?;
         let mut http = HttpConnector::new();
         http.enforce_http(false);
@@ -63,12 +66,25 @@ impl IdpClient {
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .build(connector);
-        Ok(Self { client })
+        Ok(Self { client, metrics })
     }
 
     /// Sends one request; what openidconnect's `request_async` calls.
     pub fn call(&self, request: http::Request<Vec<u8>>) -> ResponseFuture<'_> {
         Box::pin(async move {
+            let started = Instant::now();
+            let result = self.send(request).await;
+            self.metrics
+                .idp_request(result.is_ok(), started.elapsed().as_secs_f64());
+            result
+        })
+    }
+
+    async fn send(
+        &self,
+        request: http::Request<Vec<u8>>,
+    ) -> Result<http::Response<Vec<u8>>, HttpError> {
+        {
             let request = request.map(|body| Full::new(Bytes::from(body)));
             let response = tokio::time::timeout(TIMEOUT, self.client.request(request))
                 .await
@@ -81,7 +97,7 @@ impl IdpClient {
                 .map_err(|e| HttpError::Body(e.to_string()))?
                 .to_bytes();
             Ok(http::Response::from_parts(parts, body.to_vec()))
-        })
+        }
     }
 }
 

@@ -101,9 +101,10 @@ impl OidcProvider {
         config: OidcProviderConfig,
         secret: Option<Secret>,
         callback_url: &str,
+        metrics: std::sync::Arc<crate::metrics::Metrics>,
     ) -> Result<Self, String> {
         let redirect = RedirectUrl::new(callback_url.to_string()).map_err(|e| e.to_string())?;
-        let http = IdpClient::new(config.ca_file.as_deref())?;
+        let http = IdpClient::new(config.ca_file.as_deref(), metrics)?;
         Ok(Self {
             config,
             secret,

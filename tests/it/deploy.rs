@@ -30,7 +30,11 @@ fn every_shipped_configuration_is_valid() {
     assert!(tomls.len() >= 3, "{tomls:?}");
     // The Secret's files, where the manifests mount them.
     let secrets = tempfile::tempdir().unwrap();
-    std::fs::write(secrets.path().join("cookie-secret"), crate::support::TEST_SECRET).unwrap();
+    std::fs::write(
+        secrets.path().join("cookie-secret"),
+        crate::support::TEST_SECRET,
+    )
+    .unwrap();
     std::fs::write(secrets.path().join("oidc-client-secret"), "client-secret").unwrap();
     let mount = format!("{}/", secrets.path().display());
     for path in tomls {
@@ -44,6 +48,8 @@ fn every_shipped_configuration_is_valid() {
 }
 
 #[test]
+// figment's Jail fixes the closure's error type.
+#[allow(clippy::result_large_err)]
 fn every_environment_variable_in_the_manifests_is_a_key() {
     let mut manifests = Vec::new();
     files(&deploy(), "yaml", &mut manifests);

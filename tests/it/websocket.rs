@@ -10,7 +10,7 @@ use tokio_tungstenite::tungstenite::protocol::{Message, Role};
 use crate::support::{Upstream, header_map, proxy_to};
 
 /// An upstream that echoes every WebSocket message.
-async fn echo_upstream() -> Upstream {
+pub(crate) async fn echo_upstream() -> Upstream {
     Upstream::start(|mut req| async move {
         let Some(key) = req.headers().get("sec-websocket-key").cloned() else {
             return Response::builder()

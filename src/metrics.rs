@@ -1,0 +1,236 @@
+//! Prometheus metrics, served on the admin listener at `/metrics` (OpenMetrics text).
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `stagedoor_requests_total` | counter | `route` (upstream name, or `stagedoor` for answers Stagedoor gives itself), `class` (`2xx` ... `5xx`) |
+//! | `stagedoor_upstream_response_seconds` | histogram | `upstream`: time to the response head |
+//! | `stagedoor_auth_decisions_total` | counter | `outcome` (`allow`, `deny`, `public`, `network`, `sign-in required`, `bearer refused`), `rule` |
+//! | `stagedoor_sign_ins_total` | counter | `provider`, `result` (`ok`, `refused`, `error`) |
+//! | `stagedoor_session_refreshes_total` | counter | `provider`, `result` (`ok`, `error`) |
+//! | `stagedoor_idp_requests_total` | counter | `result` (`ok`, `error`): calls to identity providers |
+//! | `stagedoor_idp_request_seconds` | histogram | none |
+//! | `stagedoor_connections_active` | gauge | none: open client connections on the public listener |
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: String,
+    class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamLabels {
+    upstream: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabels {
+    outcome: &'static str,
+    rule: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProviderLabels {
+    provider: String,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 0.5 ms to about 16 s.
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+/// Every metric Stagedoor keeps, and the registry that encodes them.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    upstream: Histograms<UpstreamLabels>,
+    decisions: Family<DecisionLabels, Counter>,
+    sign_ins: Family<ProviderLabels, Counter>,
+    refreshes: Family<ProviderLabels, Counter>,
+    idp_requests: Family<ResultLabels, Counter>,
+    idp_latency: Histogram,
+    connections: Gauge,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A registry with every metric at zero.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "stagedoor_requests",
+            "Requests answered, by route and status class",
+            requests.clone(),
+        );
+        let upstream: Histograms<UpstreamLabels> =
+            Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        registry.register(
+            "stagedoor_upstream_response_seconds",
+            "Time from sending a request upstream to its response head",
+            upstream.clone(),
+        );
+        let decisions = Family::<DecisionLabels, Counter>::default();
+        registry.register(
+            "stagedoor_auth_decisions",
+            "Access decisions, by outcome and the rule that decided",
+            decisions.clone(),
+        );
+        let sign_ins = Family::<ProviderLabels, Counter>::default();
+        registry.register(
+            "stagedoor_sign_ins",
+            "Completed sign-ins, by provider and result",
+            sign_ins.clone(),
+        );
+        let refreshes = Family::<ProviderLabels, Counter>::default();
+        registry.register(
+            "stagedoor_session_refreshes",
+            "Session refreshes at the provider, by provider and result",
+            refreshes.clone(),
+        );
+        let idp_requests = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "stagedoor_idp_requests",
+            "HTTP requests to identity providers, by result",
+            idp_requests.clone(),
+        );
+        let idp_latency = latency_histogram();
+        registry.register(
+            "stagedoor_idp_request_seconds",
+            "Duration of HTTP requests to identity providers",
+            idp_latency.clone(),
+        );
+        let connections = Gauge::default();
+        registry.register(
+            "stagedoor_connections_active",
+            "Open client connections on the public listener",
+            connections.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            upstream,
+            decisions,
+            sign_ins,
+            refreshes,
+            idp_requests,
+            idp_latency,
+            connections,
+        }
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::warn!(error = %e, "metrics could not be encoded");
+        }
+        out
+    }
+
+    /// A request answered with `status`; `route` is the upstream, or `None` for Stagedoor's own.
+    pub fn request(&self, route: Option<&str>, status: u16) {
+        let class = match status {
+            100..=199 => "1xx",
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        };
+        self.requests
+            .get_or_create(&RequestLabels {
+                route: route.unwrap_or("stagedoor").to_string(),
+                class,
+            })
+            .inc();
+    }
+
+    /// An upstream answered (its response head) after `seconds`.
+    pub fn upstream_response(&self, upstream: &str, seconds: f64) {
+        self.upstream
+            .get_or_create(&UpstreamLabels {
+                upstream: upstream.to_string(),
+            })
+            .observe(seconds);
+    }
+
+    /// The policy decided.
+    pub fn decision(&self, outcome: &'static str, rule: &str) {
+        self.decisions
+            .get_or_create(&DecisionLabels {
+                outcome,
+                rule: rule.to_string(),
+            })
+            .inc();
+    }
+
+    /// A sign-in ended: `ok`, `refused` (by the policy) or `error`.
+    pub fn sign_in(&self, provider: &str, result: &'static str) {
+        self.sign_ins
+            .get_or_create(&ProviderLabels {
+                provider: provider.to_string(),
+                result,
+            })
+            .inc();
+    }
+
+    /// A session refresh ended.
+    pub fn refresh(&self, provider: &str, ok: bool) {
+        self.refreshes
+            .get_or_create(&ProviderLabels {
+                provider: provider.to_string(),
+                result: if ok { "ok" } else { "error" },
+            })
+            .inc();
+    }
+
+    /// An HTTP request to an identity provider ended after `seconds`.
+    pub fn idp_request(&self, ok: bool, seconds: f64) {
+        self.idp_requests
+            .get_or_create(&ResultLabels {
+                result: if ok { "ok" } else { "error" },
+            })
+            .inc();
+        self.idp_latency.observe(seconds);
+    }
+
+    /// A client connection opened; the guard counts it until dropped.
+    pub fn connection(&self) -> ConnectionGuard {
+        self.connections.inc();
+        ConnectionGuard(self.connections.clone())
+    }
+}
+
+/// Counts an open connection in `stagedoor_connections_active` while it lives.
+pub struct ConnectionGuard(Gauge);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
