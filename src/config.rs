@@ -56,6 +56,45 @@ pub struct Config {
     pub policy: PolicyConfig,
     /// What the upstream learns about the user: headers and the signed identity token.
     pub identity: IdentityConfig,
+    /// Genuine Backstage user tokens, minted with Backstage's own static signing key.
+    pub backstage: BackstageConfig,
+}
+
+/// Backstage user tokens minted by Stagedoor with the key of Backstage's static key store
+/// (`auth.keyStore.provider: static`) and injected as `Authorization: Bearer`, so every backend
+/// plugin accepts the user with no Backstage code. Off unless `key_file` is set.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackstageConfig {
+    /// The ES256 private key (PKCS#8 PEM) that Backstage's static key store signs with. It can
+    /// impersonate any Backstage user: keep it in a Secret, readable by Stagedoor only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
+    /// The `keyId` of that key in Backstage's `auth.keyStore.static.keys`.
+    pub key_id: String,
+    /// Backstage's auth base URL, the tokens' `iss`: `https://backstage.example.com/api/auth`.
+    pub issuer: String,
+    /// Token lifetime; Backstage accepts 10 minutes to 24 hours. Default 1 hour.
+    #[serde(with = "humantime_serde")]
+    pub token_lifetime: Duration,
+    /// Path prefixes whose requests get a token (when they carry no `Authorization` of their
+    /// own). Default `["/api/"]`.
+    pub paths: Vec<String>,
+    /// Accept a key file that others than its owner can read. Default false.
+    pub allow_readable_key: bool,
+}
+
+impl Default for BackstageConfig {
+    fn default() -> Self {
+        Self {
+            key_file: None,
+            key_id: String::new(),
+            issuer: String::new(),
+            token_lifetime: Duration::from_secs(3600),
+            paths: vec!["/api/".into()],
+            allow_readable_key: false,
+        }
+    }
 }
 
 /// The identity sent upstream: the headers Backstage's `oauth2Proxy` provider reads, and a
@@ -1186,6 +1225,38 @@ impl Config {
         })
     }
 
+    fn validate_backstage(&self, issues: &mut Issues) {
+        let backstage = &self.backstage;
+        if backstage.key_file.is_none() {
+            return;
+        }
+        if backstage.key_id.trim().is_empty() {
+            issues.add(
+                "backstage.key_id",
+                "required with backstage.key_file: the keyId of the key in Backstage's static key store",
+            );
+        }
+        if let Err(e) = url_with_scheme(&backstage.issuer) {
+            issues.add(
+                "backstage.issuer",
+                format!(
+                    "{e}; Backstage's auth base URL, e.g. https://backstage.example.com/api/auth"
+                ),
+            );
+        }
+        if !(600..=86_400).contains(&backstage.token_lifetime.as_secs()) {
+            issues.add(
+                "backstage.token_lifetime",
+                "must be between 10m and 24h, as Backstage requires",
+            );
+        }
+        for (i, path) in backstage.paths.iter().enumerate() {
+            if !path.starts_with('/') {
+                issues.add(format!("backstage.paths[{i}]"), "must start with '/'");
+            }
+        }
+    }
+
     fn validate_identity(&self, issues: &mut Issues) {
         let identity = &self.identity;
         for (key, name) in
@@ -1586,6 +1657,7 @@ impl Config {
         }
 
         self.validate_identity(issues);
+        self.validate_backstage(issues);
 
         let session = &self.session;
         if session.cookie_name.is_empty()

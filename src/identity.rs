@@ -19,6 +19,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::backstage::{EntityRef, NameTemplate, normalize_name};
+use crate::backstage_token::BackstageTokens;
 use crate::config::{Config, ConfigError};
 use crate::session::{Session, now};
 use crate::signing::Keys;
@@ -138,10 +139,46 @@ struct Claims<'a> {
 /// A token minted for one identity.
 #[derive(Clone)]
 struct Minted {
-    renew_at: u64,
-    exp: u64,
     jwt: HeaderValue,
     bearer: HeaderValue,
+}
+
+/// Tokens by identity ([`identity_key`]), each reused until its renewal time.
+pub(crate) struct TokenCache<V> {
+    /// (renew at, expires at, token)
+    map: RwLock<HashMap<[u8; 32], (u64, u64, V)>>,
+}
+
+impl<V: Clone> Default for TokenCache<V> {
+    fn default() -> Self {
+        Self {
+            map: RwLock::default(),
+        }
+    }
+}
+
+impl<V: Clone> TokenCache<V> {
+    /// The token for `key` if it is not yet due for renewal at `now`.
+    pub(crate) fn get(&self, key: &[u8; 32], now: u64) -> Option<V> {
+        self.map
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+            .filter(|(renew_at, _, _)| now < *renew_at)
+            .map(|(_, _, token)| token.clone())
+    }
+
+    /// Remembers a token, dropping expired ones when the cache is full.
+    pub(crate) fn insert(&self, key: [u8; 32], renew_at: u64, exp: u64, token: V, now: u64) {
+        let mut map = self.map.write().unwrap_or_else(PoisonError::into_inner);
+        if map.len() >= MAX_MINTED {
+            map.retain(|_, (_, exp, _)| *exp > now);
+            if map.len() >= MAX_MINTED {
+                map.clear();
+            }
+        }
+        map.insert(key, (renew_at, exp, token));
+    }
 }
 
 /// What the upstream learns about a user, built once from configuration.
@@ -160,7 +197,8 @@ pub struct Identity {
     group_filter: Option<Regex>,
     keys: Option<Keys>,
     discovery: String,
-    minted: RwLock<HashMap<[u8; 32], Minted>>,
+    minted: TokenCache<Minted>,
+    backstage: Option<BackstageTokens>,
 }
 
 impl std::fmt::Debug for Identity {
@@ -242,7 +280,8 @@ impl Identity {
                 .map_err(|e| invalid("identity.group_filter", e.to_string()))?,
             keys,
             discovery,
-            minted: RwLock::default(),
+            minted: TokenCache::default(),
+            backstage: BackstageTokens::build(&config.backstage)?,
         })
     }
 
@@ -330,9 +369,10 @@ impl Identity {
         Some(format!("user:{}/{name}", self.namespace))
     }
 
-    /// Ownership refs: the user, then each group (mapped, or filtered and normalized).
-    fn ownership(&self, session: &Session, user: String) -> Vec<String> {
-        let mut refs = vec![user];
+    /// The user's ref, then the ownership refs of their groups (mapped, or filtered and
+    /// normalized): `sub` and `ent` of the tokens Stagedoor mints.
+    pub fn refs(&self, session: &Session) -> Option<Vec<String>> {
+        let mut refs = vec![self.user_ref(session)?];
         for group in &session.groups {
             let entity = match self.group_refs.get(group) {
                 Some(mapped) => Some(mapped.clone()),
@@ -351,7 +391,29 @@ impl Identity {
                 refs.push(entity);
             }
         }
-        refs
+        Some(refs)
+    }
+
+    /// Adds a Backstage user token (`backstage.*`) to a request under one of its paths that
+    /// carries no `Authorization` of its own. Backstage's frontend sends its own tokens; those
+    /// are never replaced.
+    pub fn inject_backstage_token(
+        &self,
+        headers: &mut HeaderMap,
+        path: &str,
+        session: &Session,
+    ) -> Result<(), InvalidIdentity> {
+        let Some(backstage) = &self.backstage else {
+            return Ok(());
+        };
+        if headers.contains_key(header::AUTHORIZATION) || !backstage.covers(path) {
+            return Ok(());
+        }
+        let key = identity_key(session);
+        let refs = || self.refs(session);
+        let bearer = backstage.token(key, refs).ok_or(InvalidIdentity)?;
+        headers.insert(header::AUTHORIZATION, bearer);
+        Ok(())
     }
 
     /// The token for `session`'s identity: the one minted before if it has more than half its
@@ -360,17 +422,10 @@ impl Identity {
         let keys = self.keys.as_ref().ok_or(InvalidIdentity)?;
         let key = identity_key(session);
         let now = now();
-        if let Some(minted) = self
-            .minted
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&key)
-            .filter(|m| now < m.renew_at)
-        {
-            return Ok(minted.clone());
+        if let Some(minted) = self.minted.get(&key, now) {
+            return Ok(minted);
         }
-        let user = self.user_ref(session).ok_or(InvalidIdentity)?;
-        let ent = self.ownership(session, user);
+        let ent = self.refs(session).ok_or(InvalidIdentity)?;
         let exp = now + self.lifetime.as_secs();
         let claims = Claims {
             iss: &self.issuer,
@@ -390,25 +445,17 @@ impl Identity {
             InvalidIdentity
         })?;
         let minted = Minted {
-            renew_at: now + self.lifetime.as_secs() / 2,
-            exp,
             bearer: HeaderValue::from_str(&format!("Bearer {jwt}")).map_err(|_| InvalidIdentity)?,
             jwt: HeaderValue::from_str(&jwt).map_err(|_| InvalidIdentity)?,
         };
-        let mut cache = self.minted.write().unwrap_or_else(PoisonError::into_inner);
-        if cache.len() >= MAX_MINTED {
-            cache.retain(|_, m| m.exp > now);
-            if cache.len() >= MAX_MINTED {
-                cache.clear();
-            }
-        }
-        cache.insert(key, minted.clone());
+        let renew_at = now + self.lifetime.as_secs() / 2;
+        self.minted.insert(key, renew_at, exp, minted.clone(), now);
         Ok(minted)
     }
 }
 
 /// Everything a token says about the user, hashed: equal keys mean equal claims.
-fn identity_key(session: &Session) -> [u8; 32] {
+pub(crate) fn identity_key(session: &Session) -> [u8; 32] {
     let mut hash = Sha256::new();
     for part in [
         session.provider.as_str(),

@@ -8,6 +8,7 @@ pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod backstage;
+pub mod backstage_token;
 pub mod config;
 pub mod error;
 pub mod forwarded;

@@ -270,6 +270,10 @@ async fn forward(
     if let Some(session) = session {
         app.identity
             .inject(headers, session)
+            .and_then(|()| {
+                app.identity
+                    .inject_backstage_token(headers, parts.uri.path(), session)
+            })
             .map_err(|_| ProxyError::Identity)?;
     }
     let origin = Origin {

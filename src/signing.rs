@@ -148,6 +148,15 @@ fn write_new_key(path: &Path, pem: &str) -> Result<(), String> {
         .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
+/// Test keys for other modules' tests.
+#[cfg(test)]
+pub(crate) mod tests_support {
+    /// A fresh P-256 private key, PKCS#8 PEM.
+    pub(crate) fn p256_pem() -> String {
+        super::generate_pem().unwrap_or_default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -142,7 +142,9 @@ if (process.env.STAGEDOOR_ISSUER) {
 }
 
 const { createBackend } = await import('@backstage/backend-defaults');
-const { createServiceFactory, coreServices } = await import('@backstage/backend-plugin-api');
+const { createServiceFactory, createBackendPlugin, coreServices } = await import(
+  '@backstage/backend-plugin-api'
+);
 const { ConfigReader } = await import('@backstage/config');
 
 // CJS packages seen from ESM: namespace.default is module.exports, whose
@@ -166,6 +168,35 @@ backend.add(feature(await import('@backstage/plugin-auth-backend')));
 backend.add(feature(await import('@backstage/plugin-auth-backend-module-oauth2-proxy-provider')));
 backend.add(feature(await import('@backstage/plugin-catalog-backend')));
 if (stagedoorModule) backend.add(feature(stagedoorModule));
+
+// GET /api/whoami: a user-only endpoint answering with the caller's principal as every backend
+// plugin sees it (coreServices.userInfo: the user entity ref and ownership refs, read from the
+// token's `ent` claim when it has one).
+backend.add(
+  createBackendPlugin({
+    pluginId: 'whoami',
+    register(env) {
+      env.registerInit({
+        deps: {
+          http: coreServices.httpRouter,
+          httpAuth: coreServices.httpAuth,
+          userInfo: coreServices.userInfo,
+        },
+        async init({ http, httpAuth, userInfo }) {
+          http.use(async (req, res, next) => {
+            if (req.method !== 'GET' || req.path !== '/') return next();
+            try {
+              const credentials = await httpAuth.credentials(req, { allow: ['user'] });
+              res.json(await userInfo.getUserInfo(credentials));
+            } catch (e) {
+              next(e);
+            }
+          });
+        },
+      });
+    },
+  }),
+);
 
 let stopping = false;
 async function shutdown(code) {

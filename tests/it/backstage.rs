@@ -275,3 +275,180 @@ async fn backstage_signs_users_in_through_stagedoor() {
     let (user, _, _) = identity(&alice.get("/api/auth/stagedoor/refresh").await);
     assert_eq!(user, "user:default/alice");
 }
+
+/// A P-256 key pair in `dir` as Backstage's static key store reads it: `private.pem` (PKCS#8,
+/// mode 0600) and `public.pem` (SPKI).
+fn backstage_keys(dir: &Path) {
+    let script = "openssl ecparam -name prime256v1 -genkey -noout \
+                  | openssl pkcs8 -topk8 -nocrypt -out private.pem \
+                  && openssl ec -in private.pem -pubout -out public.pem 2>/dev/null \
+                  && chmod 600 private.pem";
+    let status = std::process::Command::new("sh")
+        .args(["-c", script])
+        .current_dir(dir)
+        .status()
+        .unwrap();
+    assert!(status.success(), "openssl made the keys");
+}
+
+/// A user token in Backstage's format for alice, signed with `key` under `kid`.
+fn backstage_token(key: &Path, kid: &str, issuer: &str, lifetime: i64) -> String {
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    header.typ = Some("vnd.backstage.user".into());
+    header.kid = Some(kid.into());
+    let now = stagedoor::session::now() as i64;
+    let claims = serde_json::json!({
+        "iss": issuer,
+        "sub": "user:default/alice",
+        "ent": ["user:default/alice"],
+        "aud": "backstage",
+        "iat": now - 700,
+        "exp": now + lifetime,
+    });
+    let pem = std::fs::read(key).unwrap();
+    jsonwebtoken::encode(
+        &header,
+        &claims,
+        &jsonwebtoken::EncodingKey::from_ec_pem(&pem).unwrap(),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn stagedoor_injects_user_tokens_that_backstage_itself_accepts() {
+    stagedoor::install_crypto_provider();
+    let port = free_port();
+    let public = format!("http://127.0.0.1:{port}");
+    let op = OpenIdProvider::start(&format!("{public}/oauth2/callback"), 3600);
+    let dir = tempfile::tempdir().unwrap();
+    backstage_keys(dir.path());
+    let key_dir = dir.path().to_str().unwrap();
+    let backstage = Backstage::start_with(
+        &public,
+        &[
+            ("STATIC_KEY_DIR", key_dir),
+            ("STATIC_KEY_ID", "stagedoor-1"),
+        ],
+    );
+    let issuer = format!("http://{}/api/auth", backstage.addr);
+    let private = dir.path().join("private.pem");
+    let settings = format!(
+        "[backstage]\nkey_file = \"{}\"\nkey_id = \"stagedoor-1\"\nissuer = \"{issuer}\"",
+        private.display()
+    );
+    let proxy = start(stagedoor(port, backstage.addr, &op.issuer, &settings)).await;
+
+    // 1. A plain API call, no Authorization: Backstage serves it as alice.
+    let (mut alice, done) = sign_in(proxy.addr(), "/", "alice").await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    let users = alice.get("/api/catalog/entities?filter=kind=user").await;
+    assert_eq!(users.status, StatusCode::OK, "{}", users.body);
+    assert!(users.body.contains("\"alice\""), "{}", users.body);
+    // The principal as every backend plugin sees it, for a user who never signed in through
+    // Backstage: the ownership refs come from the token's `ent`.
+    let me = json(&alice.get("/api/whoami").await.body);
+    assert_eq!(me["userEntityRef"], "user:default/alice", "{me}");
+    let ownership = me["ownershipEntityRefs"].to_string();
+    assert!(
+        ownership.contains("group:default/engineering"),
+        "{ownership}"
+    );
+
+    // The identity proof is right: the limited token Backstage derives from it for its
+    // cookie verifies against Backstage's own keys.
+    let cookie = alice.get("/api/catalog/.backstage/auth/v1/cookie").await;
+    assert_eq!(cookie.status, StatusCode::OK, "{}", cookie.body);
+    let limited = alice.jar["backstage-auth"].clone();
+    let jwks: jsonwebtoken::jwk::JwkSet = serde_json::from_str(
+        &Browser::new(backstage.addr)
+            .get("/api/auth/.well-known/jwks.json")
+            .await
+            .body,
+    )
+    .unwrap();
+    let jwk = jwks
+        .find("stagedoor-1")
+        .expect("Backstage publishes the static key");
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+    validation.required_spec_claims.clear();
+    let claims = jsonwebtoken::decode::<Value>(
+        &limited,
+        &jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap(),
+        &validation,
+    )
+    .expect("the limited user token verifies")
+    .claims;
+    assert_eq!(claims["sub"], "user:default/alice");
+
+    // 2. A request that carries a Backstage token keeps it: bob sending alice's token is alice
+    //    to Backstage (his own would say bob).
+    let (_, _, alice_token) = identity(&alice.get("/api/auth/oauth2Proxy/refresh").await);
+    let (mut bob, done) = sign_in(proxy.addr(), "/", "bob").await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    let own = json(&bob.get("/api/whoami").await.body);
+    assert_eq!(own["userEntityRef"], "user:default/bob");
+    let kept = bob
+        .send(
+            "GET",
+            "/api/whoami",
+            &[("authorization", &format!("Bearer {alice_token}"))],
+            bytes::Bytes::new(),
+        )
+        .await;
+    assert_eq!(
+        json(&kept.body)["userEntityRef"],
+        "user:default/alice",
+        "{}",
+        kept.body
+    );
+
+    // 3. Backstage refuses tokens from another key, with another kid, or expired.
+    let other = tempfile::tempdir().unwrap();
+    backstage_keys(other.path());
+    let cases = [
+        (
+            "valid",
+            backstage_token(&private, "stagedoor-1", &issuer, 600),
+            StatusCode::OK,
+        ),
+        (
+            "another key",
+            backstage_token(
+                &other.path().join("private.pem"),
+                "stagedoor-1",
+                &issuer,
+                600,
+            ),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "another kid",
+            backstage_token(&private, "stagedoor-2", &issuer, 600),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "expired",
+            backstage_token(&private, "stagedoor-1", &issuer, -60),
+            StatusCode::UNAUTHORIZED,
+        ),
+    ];
+    for (what, token, want) in &cases {
+        let status = Browser::new(backstage.addr)
+            .send(
+                "GET",
+                "/api/catalog/entities?filter=kind=user",
+                &[("authorization", &format!("Bearer {token}"))],
+                bytes::Bytes::new(),
+            )
+            .await
+            .status;
+        assert_eq!(status, *want, "{what}");
+    }
+
+    // 4. No session: Stagedoor answers, nothing is injected, Backstage never sees it.
+    let anonymous = Browser::new(proxy.addr())
+        .get("/api/catalog/entities")
+        .await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+    assert!(anonymous.body.contains("\"sign_in\""), "{}", anonymous.body);
+}

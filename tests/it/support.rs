@@ -501,6 +501,11 @@ impl Drop for Backstage {
 impl Backstage {
     /// Starts Backstage on a free port; its `stagedoor` provider trusts tokens from `issuer`.
     pub fn start(issuer: &str) -> Self {
+        Self::start_with(issuer, &[])
+    }
+
+    /// As [`Backstage::start`], with more environment for `tests/backstage/backend.mjs`.
+    pub fn start_with(issuer: &str, env: &[(&str, &str)]) -> Self {
         use std::io::BufRead;
         let root = env!("CARGO_MANIFEST_DIR");
         for (path, install) in [
@@ -523,6 +528,7 @@ impl Backstage {
             .arg(format!("{root}/tests/backstage/backend.mjs"))
             .env("PORT", port.to_string())
             .env("STAGEDOOR_ISSUER", issuer)
+            .envs(env.iter().copied())
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
