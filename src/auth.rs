@@ -18,13 +18,15 @@ use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
 use bytes::BytesMut;
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
 use http::{Method, Response, StatusCode};
 use http_body_util::BodyExt;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Config, ConfigError, DevProviderConfig, ProviderConfig, decode_cookie_secret};
+use crate::config::{
+    Config, ConfigError, DevProviderConfig, ProviderConfig, SessionStore, decode_cookie_secret,
+};
 use crate::error::{error_response, json_response, wants_json};
 use crate::identity::Identity;
 use crate::metrics::Metrics;
@@ -34,12 +36,15 @@ use crate::providers::github::GitHubProvider;
 use crate::providers::oidc::OidcProvider;
 use crate::redirect::{self, AllowedHosts};
 use crate::session::{Codec, CookieSettings, Session, now};
+use crate::store::{Store, StoreError};
 use crate::{Body, empty};
 
 /// How long a sign-in may take between start and callback.
 const LOGIN_LIFETIME: Duration = Duration::from_secs(600);
 /// Refresh an access token this long before it expires.
 const REFRESH_MARGIN: u64 = 30;
+/// How long a replica may hold a stored session's refresh lock.
+const STORE_LOCK: Duration = Duration::from_secs(15);
 /// How long the result of a refresh is handed to requests that still carry the old cookie.
 const REFRESH_REMEMBERED: Duration = Duration::from_secs(60);
 /// Largest form body accepted by the sign-in endpoints.
@@ -134,6 +139,8 @@ pub struct Auth {
     /// `policy.explain_rule`.
     explain_rule: bool,
     metrics: Arc<Metrics>,
+    /// The server-side session store, with `session.store = "redis"`.
+    store: Option<Store>,
     identity: Arc<Identity>,
 }
 
@@ -239,7 +246,21 @@ impl Auth {
         let accepts_bearer = providers
             .iter()
             .any(|p| matches!(p, Provider::Oidc(oidc) if oidc.accepts_bearer()));
+        let store = match config.session.store {
+            SessionStore::Cookie => None,
+            SessionStore::Redis => {
+                let url = config
+                    .session
+                    .redis_url()
+                    .map_err(|(k, msg)| ConfigError::single(k, msg))?
+                    .ok_or_else(|| ConfigError::single("session.redis_url", "required"))?;
+                let store = Store::new(url.expose(), &config.session.redis_prefix)
+                    .map_err(|e| ConfigError::single("session.redis_url", e))?;
+                Some(store)
+            }
+        };
         Ok(Some(Self {
+            store,
             metrics,
             explain_rule: config.policy.explain_rule,
             identity,
@@ -302,12 +323,16 @@ impl Auth {
             }
             Access::SignedIn { rule } => rule,
         };
-        let Some(session) = self.codec.read_session(&parts.headers) else {
-            if let Some(token) = self.bearer_token(parts) {
-                return self.gate_bearer(parts, token, rule, host).await;
+        let (session, id) = match self.load(&parts.headers).await {
+            Ok(Some(loaded)) => loaded,
+            Ok(None) => {
+                if let Some(token) = self.bearer_token(parts) {
+                    return self.gate_bearer(parts, token, rule, host).await;
+                }
+                self.audit(None, rule, "sign-in required", host, path);
+                return self.challenge(parts);
             }
-            self.audit(None, rule, "sign-in required", host, path);
-            return self.challenge(parts);
+            Err(e) => return Gate::Answer(self.store_unavailable(parts, &e)),
         };
         // A session from a provider that is no longer configured is no session.
         let Some(provider) = self.providers.iter().find(|p| p.id() == session.provider) else {
@@ -316,12 +341,19 @@ impl Auth {
         };
         let (session, cookies) = match provider {
             Provider::Oidc(oidc) if needs_refresh(&session, self.refresh_interval) => {
-                match self.refresh(oidc, &session).await {
-                    Some(fresh) => {
+                let refreshed = match (&self.store, &id) {
+                    (Some(store), Some(id)) => self.refresh_stored(oidc, store, id, &session).await,
+                    _ => Ok(self.refresh(oidc, &session).await),
+                };
+                match refreshed {
+                    // Stored: the cookie (a ticket) stays as it is.
+                    Ok(Some(fresh)) if id.is_some() => (fresh, Vec::new()),
+                    Ok(Some(fresh)) => {
                         let cookies = self.codec.write_session(&fresh, &parts.headers);
                         (fresh, cookies)
                     }
-                    None => return self.challenge(parts),
+                    Ok(None) => return self.challenge(parts),
+                    Err(e) => return Gate::Answer(self.store_unavailable(parts, &e)),
                 }
             }
             _ => (session, Vec::new()),
@@ -469,6 +501,96 @@ impl Auth {
         )
     }
 
+    /// The session a request carries, with its store id when sessions are stored: from the
+    /// cookie itself, or from the store by the cookie's ticket.
+    async fn load(
+        &self,
+        headers: &HeaderMap,
+    ) -> Result<Option<(Session, Option<String>)>, StoreError> {
+        let Some(store) = &self.store else {
+            return Ok(self.codec.read_session(headers).map(|s| (s, None)));
+        };
+        let Some(ticket) = self.codec.read_ticket(headers) else {
+            return Ok(None);
+        };
+        let id = hex(&Sha256::digest(ticket.as_bytes()));
+        Ok(store.load(&id).await?.map(|s| (s, Some(id))))
+    }
+
+    /// Stores a new session: in cookies, or in the store under a fresh ticket whose cookie is
+    /// returned. Empty cookies mean the session is too large for cookies.
+    async fn save_new(
+        &self,
+        session: &Session,
+        headers: &HeaderMap,
+    ) -> Result<Vec<cookie::Cookie<'static>>, StoreError> {
+        let Some(store) = &self.store else {
+            return Ok(self.codec.write_session(session, headers));
+        };
+        let ticket =
+            crate::secret::random_token().map_err(|e| StoreError::from_message(e.to_string()))?;
+        let id = hex(&Sha256::digest(ticket.as_bytes()));
+        store.save(&id, session).await?;
+        Ok(self.codec.write_ticket(&ticket, headers))
+    }
+
+    /// Refreshes a stored session on one replica only: the one that takes the session's lock
+    /// spends the refresh token and stores the result; the others wait for it.
+    async fn refresh_stored(
+        &self,
+        provider: &Arc<OidcProvider>,
+        store: &Store,
+        id: &str,
+        session: &Session,
+    ) -> Result<Option<Session>, StoreError> {
+        if store.lock(id, STORE_LOCK).await? {
+            let fresh = self.refresh(provider, session).await;
+            let saved = match &fresh {
+                Some(fresh) => store.save(id, fresh).await,
+                None => store.delete(id).await,
+            };
+            let _ = store.unlock(id).await;
+            saved?;
+            return Ok(fresh);
+        }
+        let started = Instant::now();
+        while started.elapsed() < STORE_LOCK {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let access = |s: &Session| s.tokens.as_ref().and_then(|t| t.access_token.clone());
+            match store.load(id).await? {
+                // Another replica refreshed: its tokens replaced the ones this request saw.
+                Some(current) if access(&current) != access(session) => {
+                    return Ok(Some(current));
+                }
+                Some(_) => {}
+                None => return Ok(None),
+            }
+        }
+        Ok(None)
+    }
+
+    /// 503: sessions cannot be read or written while the store is away. Fails closed.
+    fn store_unavailable(&self, parts: &Parts, error: &StoreError) -> Response<Body> {
+        tracing::error!(%error, "session store unavailable; refusing requests that need a session");
+        self.metrics.store_error();
+        error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Sign-in is unavailable right now. Try again in a moment.",
+            parts.headers.get(header::ACCEPT),
+        )
+    }
+
+    /// Ends every stored session of a user (an operator's revocation); the count ended.
+    pub async fn revoke_user(&self, provider: &str, subject: &str) -> Result<usize, StoreError> {
+        match &self.store {
+            Some(store) => store.revoke_user(provider, subject).await,
+            None => Err(StoreError::from_message(
+                "sessions are cookies (session.store = \"cookie\"): nothing to revoke server-side"
+                    .into(),
+            )),
+        }
+    }
+
     /// Refreshes `session` once, however many requests carrying it arrive together: a provider
     /// that rotates refresh tokens accepts each one only once. The refresh runs in its own task,
     /// so a client that goes away cannot abandon a refresh halfway and lose the new token.
@@ -548,7 +670,7 @@ impl Auth {
             (&Method::GET, "/callback") => self.callback(parts, query).await,
             (&Method::GET, "/dev") => self.dev_form(parts, query),
             (&Method::POST, "/dev") => match read_form(body).await {
-                Some(form) => self.dev_sign_in(parts, &form),
+                Some(form) => self.dev_sign_in(parts, &form).await,
                 None => error_response(
                     StatusCode::BAD_REQUEST,
                     "The form could not be read.",
@@ -556,7 +678,7 @@ impl Auth {
                 ),
             },
             (&Method::GET | &Method::POST, "/sign_out") => self.sign_out(parts, query).await,
-            (&Method::GET, "/userinfo") => self.userinfo(parts),
+            (&Method::GET, "/userinfo") => self.userinfo(parts).await,
             (&Method::GET | &Method::HEAD, "/auth") => {
                 self.forward_auth(parts, from_trusted_proxy, client).await
             }
@@ -704,7 +826,7 @@ impl Auth {
             _ => return self.expired_sign_in(),
         };
         match redeemed {
-            Ok(session) => self.signed_in(parts, &session, &login.rd),
+            Ok(session) => self.signed_in(parts, &session, &login.rd).await,
             Err(e) => {
                 tracing::warn!(provider = %provider.id(), error = %e, "sign-in failed");
                 self.metrics.sign_in(provider.id(), "error");
@@ -782,7 +904,7 @@ impl Auth {
         )
     }
 
-    fn dev_sign_in(&self, parts: &Parts, form: &[(String, String)]) -> Response<Body> {
+    async fn dev_sign_in(&self, parts: &Parts, form: &[(String, String)]) -> Response<Body> {
         let field = |name: &str| {
             form.iter()
                 .find(|(k, _)| k == name)
@@ -824,12 +946,13 @@ impl Auth {
             refreshed_at: created,
             expires_at: created + self.codec.settings().expire.as_secs(),
             tokens: None,
+            sid: None,
         };
-        self.signed_in(parts, &session, &login.rd)
+        self.signed_in(parts, &session, &login.rd).await
     }
 
     /// Stores the session, clears the sign-in state and sends the browser back.
-    fn signed_in(&self, parts: &Parts, session: &Session, rd: &str) -> Response<Body> {
+    async fn signed_in(&self, parts: &Parts, session: &Session, rd: &str) -> Response<Body> {
         // Judged by the global rules: a user no rule admits at all is told at once.
         if let Err(refusal) = self.policy.admits_anywhere(session) {
             self.metrics.sign_in(&session.provider, "refused");
@@ -837,7 +960,14 @@ impl Auth {
             set_cookie(&mut response, &self.codec.clear_csrf());
             return response;
         }
-        let cookies = self.codec.write_session(session, &parts.headers);
+        let cookies = match self.save_new(session, &parts.headers).await {
+            Ok(cookies) => cookies,
+            Err(e) => {
+                let mut response = self.store_unavailable(parts, &e);
+                set_cookie(&mut response, &self.codec.clear_csrf());
+                return response;
+            }
+        };
         if cookies.is_empty() {
             tracing::warn!(user = %session.log_name(), groups = session.groups.len(), "session too large for cookies");
             let mut response = pages::html(
@@ -863,8 +993,28 @@ impl Auth {
         response
     }
 
+    /// Ends the session (in the store too). `everywhere=true` ends every stored session of
+    /// the user.
     async fn sign_out(&self, parts: &Parts, query: &str) -> Response<Body> {
-        let session = self.codec.read_session(&parts.headers);
+        let (session, id) = match self.load(&parts.headers).await {
+            Ok(Some((session, id))) => (Some(session), id),
+            Ok(None) => (None, None),
+            Err(e) => return self.store_unavailable(parts, &e),
+        };
+        if let (Some(store), Some(id), Some(session)) = (&self.store, &id, &session) {
+            let everywhere = param(query, "everywhere").is_some_and(|v| v == "true" || v == "1");
+            let ended = if everywhere {
+                store
+                    .revoke_user(&session.provider, &session.subject)
+                    .await
+                    .map(drop)
+            } else {
+                store.delete(id).await
+            };
+            if let Err(e) = ended {
+                return self.store_unavailable(parts, &e);
+            }
+        }
         let at_provider = match &session {
             Some(s) => match self.providers.iter().find(|p| p.id() == s.provider) {
                 Some(Provider::Oidc(oidc)) => {
@@ -989,8 +1139,12 @@ impl Auth {
         }
     }
 
-    fn userinfo(&self, parts: &Parts) -> Response<Body> {
-        match self.codec.read_session(&parts.headers) {
+    async fn userinfo(&self, parts: &Parts) -> Response<Body> {
+        let loaded = match self.load(&parts.headers).await {
+            Ok(loaded) => loaded.map(|(s, _)| s),
+            Err(e) => return self.store_unavailable(parts, &e),
+        };
+        match loaded {
             Some(s) => json_response(
                 StatusCode::OK,
                 &serde_json::json!({
@@ -1160,6 +1314,7 @@ mod tests {
     fn session(refresh: bool, expires_in: Option<u64>, refreshed_ago: u64) -> Session {
         let t = now();
         Session {
+            sid: None,
             subject: "s".into(),
             email: String::new(),
             email_verified: false,

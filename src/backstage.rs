@@ -220,6 +220,7 @@ mod tests {
     #[test]
     fn templates_name_users() {
         let session = Session {
+            sid: None,
             subject: "12345".into(),
             email: "Alice.Liddell@Example.com".into(),
             email_verified: true,

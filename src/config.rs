@@ -327,6 +327,41 @@ pub struct SessionConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub refresh_interval: Option<Duration>,
+    /// Where sessions live: `cookie` (the default: the whole session, encrypted, in the cookie;
+    /// nothing shared between replicas but the secret) or `redis` (the cookie holds a random
+    /// ticket and the session is in Redis, so it can be revoked everywhere and may be large).
+    pub store: SessionStore,
+    /// With `store = "redis"`: `redis://[:password@]host:6379[/db]` (`rediss://` is not
+    /// supported yet). Or `redis_url_file`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_url: Option<Secret>,
+    /// File holding `redis_url` (it may carry a password).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_url_file: Option<PathBuf>,
+    /// Prefix of every Redis key. Default `stagedoor:`.
+    pub redis_prefix: String,
+}
+
+/// Where sessions are kept.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionStore {
+    /// In the cookie itself.
+    #[default]
+    Cookie,
+    /// In Redis; the cookie holds a ticket.
+    Redis,
+}
+
+impl SessionConfig {
+    /// The Redis URL, from `redis_url` or `redis_url_file`.
+    pub fn redis_url(&self) -> Result<Option<Secret>, (String, String)> {
+        crate::secret::resolve(
+            "session.redis_url",
+            self.redis_url.as_ref(),
+            self.redis_url_file.as_deref(),
+        )
+    }
 }
 
 impl Default for SessionConfig {
@@ -341,6 +376,10 @@ impl Default for SessionConfig {
             cookie_secure: true,
             expire: Duration::from_secs(12 * 3600),
             refresh_interval: None,
+            store: SessionStore::Cookie,
+            redis_url: None,
+            redis_url_file: None,
+            redis_prefix: "stagedoor:".into(),
         }
     }
 }
@@ -1673,6 +1712,25 @@ impl Config {
         }
         if !session.cookie_path.starts_with('/') {
             issues.add("session.cookie_path", "must start with '/'");
+        }
+        if session.store == SessionStore::Redis {
+            match session.redis_url() {
+                Ok(Some(url)) => {
+                    if let Err(e) = redis::Client::open(url.expose()) {
+                        issues.add("session.redis_url", format!("not a Redis URL: {e}"));
+                    }
+                }
+                Ok(None) => issues.add(
+                    "session.redis_url",
+                    "required with session.store = \"redis\" (redis://host:6379)",
+                ),
+                Err((key, msg)) => issues.add(key, msg),
+            }
+        } else if session.redis_url.is_some() || session.redis_url_file.is_some() {
+            issues.add(
+                "session.redis_url",
+                "set, but session.store is \"cookie\"; set session.store = \"redis\" to use it",
+            );
         }
         if session.expire.is_zero() {
             issues.add("session.expire", "must be greater than 0 (e.g. \"12h\")");

@@ -549,6 +549,7 @@ mod tests {
     #[test]
     fn the_access_token_is_passed_only_when_asked() {
         let session = Session {
+            sid: None,
             subject: "alice".into(),
             email: "alice@example.com".into(),
             email_verified: true,

@@ -26,6 +26,7 @@ pub mod secret;
 pub mod server;
 pub mod session;
 pub mod signing;
+pub mod store;
 pub mod telemetry;
 pub mod tls;
 pub mod upgrade;

@@ -10,6 +10,7 @@
 //! | `stagedoor_idp_requests_total` | counter | `result` (`ok`, `error`): calls to identity providers |
 //! | `stagedoor_idp_request_seconds` | histogram | none |
 //! | `stagedoor_connections_active` | gauge | none: open client connections on the public listener |
+//! | `stagedoor_session_store_errors_total` | counter | none: requests refused because Redis was unreachable |
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -64,6 +65,7 @@ pub struct Metrics {
     idp_requests: Family<ResultLabels, Counter>,
     idp_latency: Histogram,
     connections: Gauge,
+    store_errors: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -131,7 +133,14 @@ impl Metrics {
             "Open client connections on the public listener",
             connections.clone(),
         );
+        let store_errors = Counter::default();
+        registry.register(
+            "stagedoor_session_store_errors",
+            "Requests refused because the session store (Redis) could not be reached",
+            store_errors.clone(),
+        );
         Self {
+            store_errors,
             registry,
             requests,
             upstream,
@@ -217,6 +226,11 @@ impl Metrics {
             })
             .inc();
         self.idp_latency.observe(seconds);
+    }
+
+    /// The session store failed a request.
+    pub fn store_error(&self) {
+        self.store_errors.inc();
     }
 
     /// A client connection opened; the guard counts it until dropped.

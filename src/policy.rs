@@ -569,6 +569,7 @@ mod tests {
 
     fn user(email: &str, verified: bool, groups: &[&str]) -> Session {
         Session {
+            sid: None,
             subject: email.into(),
             email: email.into(),
             email_verified: verified,

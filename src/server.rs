@@ -382,7 +382,7 @@ impl Conn {
                 async move {
                     let response = match role {
                         Role::Public => pipeline::handle(&app, &ctx, request).await,
-                        Role::Admin => admin::handle(&app, &request),
+                        Role::Admin => admin::handle(&app, &request).await,
                     };
                     Ok::<_, Infallible>(response.map(|body| Guarded {
                         inner: body,

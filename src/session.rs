@@ -56,6 +56,9 @@ pub struct Session {
     /// The provider's tokens, for refresh and for later forwarding.
     #[serde(rename = "tk", default, skip_serializing_if = "Option::is_none")]
     pub tokens: Option<Tokens>,
+    /// The provider's session id (`sid` of the ID token), for back-channel logout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
 }
 
 /// Tokens from the provider. `Debug` never prints them.
@@ -217,11 +220,28 @@ impl Codec {
     /// The `Set-Cookie` values that store `session`, clearing chunks of an older, larger one.
     /// Empty if the session is too large for [`MAX_CHUNKS`] cookies.
     pub fn write_session(&self, session: &Session, request: &HeaderMap) -> Vec<Cookie<'static>> {
+        match serde_json::to_string(session) {
+            Ok(json) => self.write_sealed(json, request),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// The `Set-Cookie` values that store a server-side session's ticket.
+    pub fn write_ticket(&self, ticket: &str, request: &HeaderMap) -> Vec<Cookie<'static>> {
+        let json = serde_json::json!({ "t": ticket }).to_string();
+        self.write_sealed(json, request)
+    }
+
+    /// The ticket of a server-side session in the request's cookies.
+    pub fn read_ticket(&self, request: &HeaderMap) -> Option<String> {
+        let json = self.read_sealed(request)?;
+        let value: serde_json::Value = serde_json::from_str(&json).ok()?;
+        value["t"].as_str().map(str::to_string)
+    }
+
+    fn write_sealed(&self, json: String, request: &HeaderMap) -> Vec<Cookie<'static>> {
         let base = &self.settings.name;
-        let Some(sealed) = serde_json::to_string(session)
-            .ok()
-            .and_then(|json| self.seal(base, json))
-        else {
+        let Some(sealed) = self.seal(base, json) else {
             return Vec::new();
         };
         let max_age = cookie::time::Duration::seconds(
@@ -264,6 +284,17 @@ impl Codec {
 
     /// The session in the request's cookies, if there is one that opens and has not expired.
     pub fn read_session(&self, request: &HeaderMap) -> Option<Session> {
+        let json = self.read_sealed(request)?;
+        let session: Session = serde_json::from_str(&json).ok()?;
+        if session.expires_at <= now() {
+            tracing::debug!("session expired");
+            return None;
+        }
+        Some(session)
+    }
+
+    /// The opened content of the session cookie (joined from its chunks).
+    fn read_sealed(&self, request: &HeaderMap) -> Option<String> {
         let base = &self.settings.name;
         let cookies = request_cookies(request);
         let find = |name: &str| {
@@ -289,16 +320,11 @@ impl Codec {
                 joined
             }
         };
-        let Some(json) = self.open(base, &sealed) else {
+        let json = self.open(base, &sealed);
+        if json.is_none() {
             tracing::debug!("session cookie did not open (tampered, truncated or another secret)");
-            return None;
-        };
-        let session: Session = serde_json::from_str(&json).ok()?;
-        if session.expires_at <= now() {
-            tracing::debug!("session expired");
-            return None;
         }
-        Some(session)
+        json
     }
 
     /// `Set-Cookie` values that remove every Stagedoor cookie the request carries.
@@ -398,6 +424,7 @@ mod tests {
 
     fn session(groups: usize) -> Session {
         Session {
+            sid: None,
             subject: "alice-1".into(),
             email: "alice@example.com".into(),
             email_verified: true,

@@ -193,6 +193,7 @@ impl GitHubProvider {
                 id_token: None,
                 access_expires_at: None,
             }),
+            sid: None,
         })
     }
 

@@ -581,6 +581,7 @@ impl OidcProvider {
             expires_at: created.saturating_add(lifetime.as_secs()),
             subject,
             tokens: Some(tokens),
+            sid: string("sid"),
         }
     }
 }

@@ -19,6 +19,7 @@ mod proxy;
 mod reload;
 mod shutdown;
 mod signin;
+mod store;
 mod streaming;
 mod support;
 mod tls;
