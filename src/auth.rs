@@ -7,6 +7,8 @@
 //! POST {prefix}/dev                         signs in as the chosen user, back to rd
 //! GET  {prefix}/sign_out?rd=/x              clears the session
 //! GET  {prefix}/userinfo                    the signed-in identity as JSON
+//! GET  {prefix}/auth                        forward-auth for ingress controllers
+//! POST {prefix}/backchannel_logout          OpenID Connect back-channel logout (Redis store)
 //! ```
 
 use std::collections::HashMap;
@@ -580,6 +582,66 @@ impl Auth {
         )
     }
 
+    /// OpenID Connect back-channel logout: the provider posts a signed `logout_token`, and the
+    /// sessions it names end on every replica (by `sid`, or every session of `sub`). Needs the
+    /// Redis store: cookie sessions cannot be reached from here.
+    async fn backchannel_logout(&self, form: &[(String, String)]) -> Response<Body> {
+        let Some(store) = &self.store else {
+            return logout_refused("back-channel logout needs session.store = \"redis\"");
+        };
+        let Some(token) = form
+            .iter()
+            .find(|(k, _)| k == "logout_token")
+            .map(|(_, v)| v.as_str())
+        else {
+            return logout_refused("no logout_token");
+        };
+        let issuer = crate::providers::oidc::unverified_issuer(token);
+        let provider = self.providers.iter().find_map(|p| match p {
+            Provider::Oidc(oidc) if issuer.as_deref().is_some_and(|i| oidc.issued(i)) => Some(oidc),
+            _ => None,
+        });
+        let Some(provider) = provider else {
+            tracing::warn!("back-channel logout from an unknown issuer refused");
+            return logout_refused("unknown issuer");
+        };
+        let (sub, sid) = match provider.verify_logout_token(token).await {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::warn!(provider = %provider.id(), error = %e, "back-channel logout token refused");
+                return logout_refused("the logout token is not valid");
+            }
+        };
+        let ended = match (&sid, &sub) {
+            (Some(sid), _) => store.revoke_sid(provider.id(), sid).await,
+            (None, Some(sub)) => store.revoke_user(provider.id(), sub).await,
+            (None, None) => Ok(0),
+        };
+        match ended {
+            Ok(count) => {
+                tracing::info!(
+                    target: "stagedoor::audit",
+                    provider = %provider.id(),
+                    user = sub.as_deref().unwrap_or("-"),
+                    sessions = count,
+                    "back-channel logout"
+                );
+                let mut response = Response::new(empty());
+                response
+                    .headers_mut()
+                    .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                response
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "back-channel logout could not reach the session store");
+                self.metrics.store_error();
+                let mut response = logout_refused("the session store is unavailable");
+                *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                response
+            }
+        }
+    }
+
     /// Ends every stored session of a user (an operator's revocation); the count ended.
     pub async fn revoke_user(&self, provider: &str, subject: &str) -> Result<usize, StoreError> {
         match &self.store {
@@ -682,13 +744,24 @@ impl Auth {
             (&Method::GET | &Method::HEAD, "/auth") => {
                 self.forward_auth(parts, from_trusted_proxy, client).await
             }
-            (_, "/start" | "/callback" | "/dev" | "/sign_out" | "/userinfo" | "/auth") => {
-                error_response(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "This method is not allowed here.",
-                    accept,
-                )
-            }
+            (&Method::POST, "/backchannel_logout") => match read_form(body).await {
+                Some(form) => self.backchannel_logout(&form).await,
+                None => logout_refused("the form could not be read"),
+            },
+            (
+                _,
+                "/start"
+                | "/callback"
+                | "/dev"
+                | "/sign_out"
+                | "/userinfo"
+                | "/auth"
+                | "/backchannel_logout",
+            ) => error_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "This method is not allowed here.",
+                accept,
+            ),
             _ => error_response(
                 StatusCode::NOT_FOUND,
                 "Nothing is served at this address.",
@@ -1230,6 +1303,18 @@ fn original_request(headers: &http::HeaderMap) -> (Method, Option<String>, Strin
     let host = get("x-forwarded-host").map(str::to_string);
     let target = get("x-forwarded-uri").unwrap_or("/").to_string();
     (method, host, target)
+}
+
+/// 400 for a back-channel logout request, as the specification asks (§2.8).
+fn logout_refused(description: &str) -> Response<Body> {
+    let mut response = json_response(
+        StatusCode::BAD_REQUEST,
+        &serde_json::json!({"error": "invalid_request", "error_description": description}),
+    );
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
 
 fn accepted() -> Response<Body> {

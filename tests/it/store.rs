@@ -188,3 +188,74 @@ async fn a_shared_session_is_refreshed_by_one_replica() {
         StatusCode::OK
     );
 }
+
+#[tokio::test]
+async fn back_channel_logout_from_the_provider_ends_the_session_on_every_replica() {
+    let up = Upstream::named("web").await;
+    let redis = Redis::start();
+    let port = free_port();
+    let op = OpenIdProvider::start(&format!("http://127.0.0.1:{port}/oauth2/callback"), 3600);
+    let provider = format!(
+        "[[providers]]\nkind = \"oidc\"\nid = \"corp\"\nissuer = \"{}\"\nclient_id = \"stagedoor\"\nclient_secret = \"stagedoor-secret\"\nscopes = [\"openid\", \"email\", \"profile\"]\n",
+        op.issuer
+    );
+    let a = start(stored(gate_config(port, &up, "", &provider), &redis)).await;
+    let mut config_b = stored(gate_config(port, &up, "", &provider), &redis);
+    config_b.server.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let b = start(config_b).await;
+
+    let (mut alice, _) = crate::oidc::sign_in(a.addr(), "/", "alice").await;
+    let (other, _) = crate::oidc::sign_in(a.addr(), "/", "alice").await;
+    assert_eq!(at(&alice, b.addr()).get("/").await.status, StatusCode::OK);
+
+    // alice ends her session at the provider itself (its end-session page and confirmation
+    // form); the provider tells Stagedoor over the back channel.
+    let confirm = alice.get(&format!("{}/session/end", op.issuer)).await;
+    assert_eq!(confirm.status, StatusCode::OK, "{}", confirm.body);
+    let field = |name: &str| {
+        confirm
+            .body
+            .split(&format!("name=\"{name}\" value=\""))
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or_else(|| panic!("no {name} in {}", confirm.body))
+            .to_string()
+    };
+    let xsrf = field("xsrf");
+    let done = alice
+        .post_form(
+            &format!("{}/session/end/confirm", op.issuer),
+            &[("xsrf", &xsrf), ("logout", "yes")],
+        )
+        .await;
+    assert!(
+        done.status.is_redirection() || done.status.is_success(),
+        "{}",
+        done.status
+    );
+
+    let mut ended = false;
+    for _ in 0..50 {
+        if at(&alice, b.addr()).get("/").await.status == StatusCode::FOUND {
+            ended = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ended, "the session ended on the other replica");
+    assert_eq!(
+        at(&alice, a.addr()).get("/").await.status,
+        StatusCode::FOUND
+    );
+    // Only the provider session that ended: alice's other browser is still signed in.
+    assert_eq!(at(&other, b.addr()).get("/").await.status, StatusCode::OK);
+
+    // A forged logout token is refused with 400.
+    let forged = Browser::new(a.addr())
+        .post_form(
+            "/oauth2/backchannel_logout",
+            &[("logout_token", "eyJhbGciOiJub25lIn0.eyJzdWIiOiJhbGljZSJ9.")],
+        )
+        .await;
+    assert_eq!(forged.status, StatusCode::BAD_REQUEST, "{}", forged.body);
+}

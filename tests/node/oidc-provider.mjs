@@ -28,6 +28,10 @@ const provider = new Provider(issuer, {
     client_secret: process.env.CLIENT_SECRET ?? 'stagedoor-secret',
     redirect_uris: [redirectUri],
     post_logout_redirect_uris: [redirectUri.replace(/\/callback$/, '/sign_out')],
+    // OpenID Connect back-channel logout: the provider posts a logout token here when the
+    // user's session at the provider ends; ID tokens carry the session id (sid).
+    backchannel_logout_uri: redirectUri.replace(/\/callback$/, '/backchannel_logout'),
+    backchannel_logout_session_required: true,
     grant_types: ['authorization_code', 'refresh_token'],
     response_types: ['code'],
   }, {
@@ -48,6 +52,7 @@ const provider = new Provider(issuer, {
   scopes: ['openid', 'offline_access', 'email', 'profile', 'groups'],
   features: {
     devInteractions: { enabled: true },
+    backchannelLogout: { enabled: true },
     clientCredentials: { enabled: true },
     resourceIndicators: {
       enabled: true,
@@ -60,6 +65,12 @@ const provider = new Provider(issuer, {
         accessTokenTTL: 600,
       }),
     },
+  },
+  // Back-channel logout calls go to Stagedoor on 127.0.0.1, which oidc-provider's SSRF guard
+  // (special-use addresses) would refuse: in this loopback-only fixture, let them through.
+  fetch: (url, options) => {
+    const { dispatcher: _guard, ...rest } = options;
+    return globalThis.fetch(url, rest);
   },
   // The machine client's tokens carry an identity the policy can judge.
   extraTokenClaims: async (_ctx, token) => (token.clientId === 'ci'
@@ -85,5 +96,6 @@ const provider = new Provider(issuer, {
   },
 });
 provider.on('server_error', (_ctx, err) => console.error('oidc-provider error:', err));
+provider.on('backchannel.error', (_ctx, err, clientId) => console.error(`back-channel logout to ${clientId} failed:`, err, err?.cause));
 server.on('request', provider.callback());
 console.log(`listening ${issuer}`);
