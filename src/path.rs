@@ -2,7 +2,8 @@
 //! upstream all see, so that no spelling of a path can borrow another path's rule.
 //!
 //! Unreserved characters (`A-Z a-z 0-9 - . _ ~`) are percent-decoded; other escapes stay
-//! encoded, in upper case (an encoded slash is never a separator); duplicate slashes collapse;
+//! encoded, in upper case (an encoded slash is never a separator); raw non-ASCII bytes are
+//! escaped; duplicate slashes collapse;
 //! `.` and `..` segments are resolved, never above the root. The query string is not touched.
 
 /// The normalized form of `path`, or `None` if it is not an origin-form path or holds a
@@ -46,6 +47,15 @@ fn decode_unreserved(path: &str) -> Option<String> {
     let mut out = String::with_capacity(path.len());
     let mut i = 0;
     while i < bytes.len() {
+        if bytes[i] >= 0x80 {
+            // Raw UTF-8 (which a URI should not carry) is escaped, byte by byte, so the path has
+            // one spelling whichever way the client sent it.
+            out.push('%');
+            out.push(char::from(HEX[usize::from(bytes[i] >> 4)]));
+            out.push(char::from(HEX[usize::from(bytes[i] & 0x0f)]));
+            i += 1;
+            continue;
+        }
         if bytes[i] != b'%' {
             out.push(char::from(bytes[i]));
             i += 1;
@@ -112,5 +122,18 @@ mod tests {
         for (input, want) in table {
             assert_eq!(normalize(input).as_deref(), *want, "{input}");
         }
+    }
+
+    #[test]
+    fn raw_utf8_is_escaped_once_and_for_all() {
+        // Found by the path_routing fuzz target: raw UTF-8 was mangled byte by byte, and
+        // normalizing the result changed it again.
+        let once = normalize("/static-a*\u{41b}").unwrap();
+        assert_eq!(once, "/static-a*%D0%9B");
+        assert_eq!(normalize(&once).as_deref(), Some(once.as_str()));
+        assert_eq!(
+            normalize("/caf\u{e9}/%c3%a9").as_deref(),
+            Some("/caf%C3%A9/%C3%A9")
+        );
     }
 }

@@ -12,7 +12,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::signin::sign_in;
-use crate::support::{Upstream, dev_config, free_port, get, start};
+use crate::support::{dev_config, free_port, get, start};
 use crate::websocket::echo_upstream;
 
 fn admin_route(who: &str) -> String {
@@ -76,7 +76,8 @@ async fn eventually(addr: std::net::SocketAddr, path: &str, want: StatusCode) {
 
 #[tokio::test]
 async fn the_binary_reloads_on_sighup_and_on_file_changes() {
-    let up = Upstream::named("web").await;
+    // Plain requests reaching it get 400; WebSockets are echoed.
+    let up = echo_upstream().await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("stagedoor.toml");
     let port = free_port();
@@ -88,6 +89,8 @@ async fn the_binary_reloads_on_sighup_and_on_file_changes() {
     );
     let public =
         |prefix: &str| format!("[[policy.routes]]\npath_prefix = \"{prefix}\"\npublic = true\n");
+    // A public WebSocket route, open across the reloads.
+    let base = format!("{base}{}", public("/ws"));
     std::fs::write(&path, &base).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_stagedoor"))
         .args(["--config", path.to_str().unwrap()])
@@ -114,6 +117,15 @@ async fn the_binary_reloads_on_sighup_and_on_file_changes() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     eventually(addr, "/open", StatusCode::UNAUTHORIZED).await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
+        .await
+        .unwrap();
+    let mut echo = async |text: &str| {
+        ws.send(Message::text(text)).await.unwrap();
+        let back = ws.next().await.unwrap().unwrap();
+        assert_eq!(back.into_text().unwrap().as_str(), text);
+    };
+    echo("before").await;
     let hup = || {
         let sent = Command::new("kill")
             .args(["-HUP", &child.id().to_string()])
@@ -124,13 +136,14 @@ async fn the_binary_reloads_on_sighup_and_on_file_changes() {
 
     std::fs::write(&path, format!("{base}{}", public("/open"))).unwrap();
     hup();
-    eventually(addr, "/open", StatusCode::OK).await;
+    eventually(addr, "/open", StatusCode::BAD_REQUEST).await;
+    echo("after SIGHUP: the WebSocket is still open").await;
 
     // A broken file is refused, and the process goes on with the last good configuration.
     std::fs::write(&path, "[server\nthis is not TOML").unwrap();
     hup();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(get(addr, "/open", &[]).await.0, StatusCode::OK);
+    assert_eq!(get(addr, "/open", &[]).await.0, StatusCode::BAD_REQUEST);
     assert!(child.try_wait().unwrap().is_none(), "still running");
 
     // No signal: a change of the file is noticed by itself.
@@ -139,7 +152,8 @@ async fn the_binary_reloads_on_sighup_and_on_file_changes() {
         format!("{base}{}{}", public("/open"), public("/other")),
     )
     .unwrap();
-    eventually(addr, "/other", StatusCode::OK).await;
+    eventually(addr, "/other", StatusCode::BAD_REQUEST).await;
+    echo("after the file changed").await;
 
     let stopped = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

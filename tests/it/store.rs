@@ -259,3 +259,54 @@ async fn back_channel_logout_from_the_provider_ends_the_session_on_every_replica
         .await;
     assert_eq!(forged.status, StatusCode::BAD_REQUEST, "{}", forged.body);
 }
+
+/// Signs in as `user` with the development form and returns the form's answer.
+async fn dev_sign_in(addr: std::net::SocketAddr, user: &str) -> (Browser, crate::support::Page) {
+    let mut browser = Browser::new(addr);
+    let started = browser.get("/oauth2/start?rd=/").await;
+    let state = started
+        .location()
+        .split("state=")
+        .nth(1)
+        .expect("a sign-in state")
+        .to_string();
+    let state = form_urlencoded::parse(format!("s={state}").as_bytes())
+        .next()
+        .unwrap()
+        .1
+        .into_owned();
+    let done = browser
+        .post_form("/oauth2/dev", &[("state", &state), ("user", user)])
+        .await;
+    (browser, done)
+}
+
+#[tokio::test]
+async fn sessions_too_large_for_cookies_fit_in_redis() {
+    let up = Upstream::named("web").await;
+    let redis = Redis::start();
+    // An Entra ID-sized group list: far more than six 4 KB cookies hold.
+    let many_groups = |mut config: Config| {
+        if let Some(stagedoor::config::ProviderConfig::Dev(dev)) = config.providers.first_mut() {
+            dev.users[0].groups = (0..1500)
+                .map(|i| format!("00000000-0000-0000-0000-{i:012}"))
+                .collect();
+        }
+        config
+    };
+    let cookies = start(many_groups(dev_config(&up, ""))).await;
+    let (_, page) = dev_sign_in(cookies.addr(), "alice@example.com").await;
+    assert_eq!(page.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(page.body.contains("Session too large"), "{}", page.body);
+
+    let stored_proxy = start(stored(many_groups(dev_config(&up, "")), &redis)).await;
+    let (mut alice, page) = dev_sign_in(stored_proxy.addr(), "alice@example.com").await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+    assert!(
+        alice.jar["_stagedoor"].len() < 200,
+        "only a ticket in the cookie"
+    );
+    let info: serde_json::Value =
+        serde_json::from_str(&alice.get("/oauth2/userinfo").await.body).unwrap();
+    assert_eq!(info["groups"].as_array().unwrap().len(), 1500);
+}

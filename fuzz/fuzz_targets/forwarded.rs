@@ -1,0 +1,38 @@
+//! Forwarding headers from a trusted and an untrusted peer: never a panic, and an untrusted
+//! peer's claims are never believed.
+#![no_main]
+
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use libfuzzer_sys::fuzz_target;
+use stagedoor::forwarded::{Origin, TrustedProxies, apply, client_address};
+
+fuzz_target!(|data: &[u8]| {
+    let mut headers = HeaderMap::new();
+    let names = [
+        "x-forwarded-for",
+        "forwarded",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "x-real-ip",
+    ];
+    for (i, part) in data.split(|b| *b == b'\n').enumerate() {
+        if let Ok(value) = HeaderValue::from_bytes(part) {
+            headers.append(HeaderName::from_static(names[i % names.len()]), value);
+        }
+    }
+    let trusted = TrustedProxies::new(vec!["10.0.0.0/8".parse().unwrap_or_else(|e| panic!("{e}"))]);
+    let stranger = std::net::IpAddr::from([203, 0, 113, 7]);
+    assert_eq!(client_address(&headers, stranger, &trusted), stranger);
+    for peer in [stranger, std::net::IpAddr::from([10, 1, 2, 3])] {
+        let mut copy = headers.clone();
+        let origin = Origin {
+            peer,
+            proto: "https",
+            host: Some("portal.example.com"),
+        };
+        let client = apply(&mut copy, origin, &trusted);
+        if peer == stranger {
+            assert_eq!(client, stranger);
+        }
+    }
+});
