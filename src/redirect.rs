@@ -67,7 +67,17 @@ pub fn validate<'a>(target: &'a str, allowed: &AllowedHosts) -> Option<&'a str> 
         }
         _ => authority,
     };
-    if host.is_empty() || !allowed.allows(host) {
+    // A DNS name (internationalized ones in their xn-- form) or a bracketed IPv6 address;
+    // anything else is a trick on some parser.
+    let plain = host
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    let ipv6 = host.starts_with('[')
+        && host.ends_with(']')
+        && host[1..host.len() - 1]
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
+    if host.is_empty() || !(plain || ipv6) || !allowed.allows(host) {
         return None;
     }
     Some(target)
@@ -90,6 +100,9 @@ mod tests {
             ("https://tools.example.com/", true),
             ("https://docs.tools.example.com/", true),
             ("", false),
+            // Found by the redirect fuzz target: junk before an allowed suffix.
+            ("https://+pp\u{485}`pa.tools.example.com/", false),
+            ("https://a_b.tools.example.com/", false),
             ("//evil.com", false),
             ("///evil.com", false),
             ("/\\evil.com", false),

@@ -8,13 +8,14 @@ fuzz_target!(|target: &str| {
     let allowed = AllowedHosts::new(&["backstage.example.com".into(), ".corp.example".into()]);
     if let Some(ok) = validate(target, &allowed) {
         let local = ok.starts_with('/') && !ok.starts_with("//") && !ok.contains('\\');
-        let uri: Option<http::Uri> = ok.parse().ok();
-        // Hosts compare without regard to case.
-        let host = uri
-            .as_ref()
-            .and_then(|u| u.host())
-            .unwrap_or_default()
-            .to_ascii_lowercase();
+        // The authority as a browser reads it: up to the first '/', '?' or '#'.
+        let lower = ok.to_ascii_lowercase();
+        let rest = lower
+            .strip_prefix("https://")
+            .or_else(|| lower.strip_prefix("http://"))
+            .unwrap_or_default();
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
         let allowed_host = host == "backstage.example.com"
             || (host.ends_with(".corp.example") || host == "corp.example");
         assert!(local || allowed_host, "accepted {target:?} as {ok:?}");
