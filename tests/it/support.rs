@@ -449,7 +449,6 @@ impl Drop for OpenIdProvider {
 
 impl OpenIdProvider {
     pub fn start(redirect_uri: &str, access_token_ttl: u32) -> Self {
-        use std::io::BufRead;
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node/oidc-provider.mjs");
         let modules = concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -459,27 +458,41 @@ impl OpenIdProvider {
             std::path::Path::new(modules).is_dir(),
             "oidc-provider is not installed: run `npm ci --prefix tests/node` (bash .ci/run does)"
         );
-        let mut child = std::process::Command::new("node")
+        let mut command = std::process::Command::new("node");
+        command
             .arg(script)
             .env("REDIRECT_URI", redirect_uri)
             .env("CLIENT_ID", "stagedoor")
             .env("CLIENT_SECRET", "stagedoor-secret")
-            .env("ACCESS_TOKEN_TTL", access_token_ttl.to_string())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("node runs");
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = std::io::BufReader::new(stdout).lines();
-        let issuer = lines
-            .by_ref()
-            .map_while(Result::ok)
-            .find_map(|l| l.strip_prefix("listening ").map(str::to_string))
-            .expect("oidc-provider started");
-        // Keep reading its output so it never blocks on a full pipe.
-        std::thread::spawn(move || lines.for_each(drop));
-        Self { issuer, child }
+            .env("ACCESS_TOKEN_TTL", access_token_ttl.to_string());
+        let (child, issuer) = spawn_until_listening(command);
+        Self {
+            issuer: issuer.expect("oidc-provider started"),
+            child,
+        }
     }
+}
+
+/// Starts a Node fixture and waits for its `listening <address>` line; `None` if it ended
+/// first. Its output is drained afterwards so it never blocks on a full pipe.
+fn spawn_until_listening(
+    mut command: std::process::Command,
+) -> (std::process::Child, Option<String>) {
+    use std::io::BufRead;
+    let mut child = command
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("node runs");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let address = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| l.strip_prefix("listening ").map(str::to_string));
+    std::thread::spawn(move || lines.for_each(drop));
+    (child, address)
 }
 
 /// A real Backstage backend (auth with the `oauth2Proxy` provider and Stagedoor's verifying
@@ -506,7 +519,6 @@ impl Backstage {
 
     /// As [`Backstage::start`], with more environment for `tests/backstage/backend.mjs`.
     pub fn start_with(issuer: &str, env: &[(&str, &str)]) -> Self {
-        use std::io::BufRead;
         let root = env!("CARGO_MANIFEST_DIR");
         for (path, install) in [
             (
@@ -524,31 +536,21 @@ impl Backstage {
             );
         }
         let port = free_port();
-        let mut child = std::process::Command::new("node")
+        let mut command = std::process::Command::new("node");
+        command
             .arg(format!("{root}/tests/backstage/backend.mjs"))
             .env("PORT", port.to_string())
             .env("STAGEDOOR_ISSUER", issuer)
-            .envs(env.iter().copied())
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("node runs");
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = std::io::BufReader::new(stdout).lines();
-        let ready = lines
-            .by_ref()
-            .map_while(Result::ok)
-            .any(|l| l.starts_with("listening "));
+            .envs(env.iter().copied());
+        let (child, ready) = spawn_until_listening(command);
         let backstage = Self {
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             child,
         };
         assert!(
-            ready,
+            ready.is_some(),
             "the Backstage fixture did not start (run it by hand: PORT=7007 node tests/backstage/backend.mjs)"
         );
-        std::thread::spawn(move || lines.for_each(drop));
         backstage
     }
 }
