@@ -9,6 +9,7 @@ mod cli;
 mod deploy;
 mod forward_auth;
 mod github;
+mod hostile;
 mod id_tokens;
 mod identity;
 mod limits;
