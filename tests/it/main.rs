@@ -7,6 +7,7 @@ mod backstage;
 mod browser;
 mod cli;
 mod deploy;
+mod faults;
 mod forward_auth;
 mod github;
 mod hostile;
