@@ -70,6 +70,22 @@ fn identity(page: &crate::support::Page) -> (String, Vec<String>, String) {
     )
 }
 
+/// Starts Stagedoor on `port` (the public URL's) in front of a Backstage started right after
+/// it, in that order: Backstage's own outgoing connections at start-up cannot then take
+/// Stagedoor's port.
+async fn stagedoor_then_backstage(
+    port: u16,
+    issuer: &str,
+    keys: &str,
+    env: &[(&str, &str)],
+) -> (stagedoor::server::Running, Backstage) {
+    let backstage_port = free_port();
+    let backstage_addr = SocketAddr::from(([127, 0, 0, 1], backstage_port));
+    let proxy = start(stagedoor(port, backstage_addr, issuer, keys)).await;
+    let public = format!("http://127.0.0.1:{port}");
+    (proxy, Backstage::start_on(backstage_port, &public, env))
+}
+
 /// A token like the ones Stagedoor mints, signed with the key in `key_file`.
 fn token(key_file: &Path, issuer: &str, audience: &str, lifetime: i64) -> String {
     let keys = Keys::load(Some(key_file), &[] as &[&Path]).unwrap();
@@ -109,9 +125,8 @@ async fn backstage_signs_users_in_through_stagedoor() {
     let op = OpenIdProvider::start(&format!("{public}/oauth2/callback"), 3600);
     let dir = tempfile::tempdir().unwrap();
     let k1 = dir.path().join("k1.pem");
-    let backstage = Backstage::start(&public);
     let keys = format!("signing_key_file = \"{}\"", k1.display());
-    let proxy = start(stagedoor(port, backstage.addr, &op.issuer, &keys)).await;
+    let (proxy, backstage) = stagedoor_then_backstage(port, &op.issuer, &keys, &[]).await;
 
     // 1. The stock oauth2Proxy provider signs alice in from Stagedoor's headers, and the token
     //    Backstage issues is accepted by the catalog.
@@ -230,13 +245,12 @@ async fn backstage_signs_users_in_through_stagedoor() {
     //    verifying; once it is removed they no longer do.
     let k2 = dir.path().join("k2.pem");
     let old_token = token(&k1, &public, "backstage", 300);
-    let backstage = Backstage::start(&public);
     let keys = format!(
         "signing_key_file = \"{}\"\nprevious_key_files = [\"{}\"]",
         k2.display(),
         k1.display()
     );
-    let proxy = start(stagedoor(port, backstage.addr, &op.issuer, &keys)).await;
+    let (proxy, backstage) = stagedoor_then_backstage(port, &op.issuer, &keys, &[]).await;
     let mut alice = Browser {
         addr: proxy.addr(),
         ..alice
@@ -260,9 +274,8 @@ async fn backstage_signs_users_in_through_stagedoor() {
     proxy.shutdown().await;
     drop(backstage);
 
-    let backstage = Backstage::start(&public);
     let keys = format!("signing_key_file = \"{}\"", k2.display());
-    let proxy = start(stagedoor(port, backstage.addr, &op.issuer, &keys)).await;
+    let (proxy, backstage) = stagedoor_then_backstage(port, &op.issuer, &keys, &[]).await;
     let mut alice = Browser {
         addr: proxy.addr(),
         ..alice
@@ -323,20 +336,23 @@ async fn stagedoor_injects_user_tokens_that_backstage_itself_accepts() {
     let dir = tempfile::tempdir().unwrap();
     backstage_keys(dir.path());
     let key_dir = dir.path().to_str().unwrap();
-    let backstage = Backstage::start_with(
+    let backstage_port = free_port();
+    let issuer = format!("http://127.0.0.1:{backstage_port}/api/auth");
+    let private = dir.path().join("private.pem");
+    let settings = format!(
+        "[backstage]\nkey_file = \"{}\"\nkey_id = \"stagedoor-1\"\nissuer = \"{issuer}\"",
+        private.display()
+    );
+    let backstage_addr = SocketAddr::from(([127, 0, 0, 1], backstage_port));
+    let proxy = start(stagedoor(port, backstage_addr, &op.issuer, &settings)).await;
+    let backstage = Backstage::start_on(
+        backstage_port,
         &public,
         &[
             ("STATIC_KEY_DIR", key_dir),
             ("STATIC_KEY_ID", "stagedoor-1"),
         ],
     );
-    let issuer = format!("http://{}/api/auth", backstage.addr);
-    let private = dir.path().join("private.pem");
-    let settings = format!(
-        "[backstage]\nkey_file = \"{}\"\nkey_id = \"stagedoor-1\"\nissuer = \"{issuer}\"",
-        private.display()
-    );
-    let proxy = start(stagedoor(port, backstage.addr, &op.issuer, &settings)).await;
 
     // 1. A plain API call, no Authorization: Backstage serves it as alice.
     let (mut alice, done) = sign_in(proxy.addr(), "/", "alice").await;

@@ -512,13 +512,10 @@ impl Drop for Backstage {
 }
 
 impl Backstage {
-    /// Starts Backstage on a free port; its `stagedoor` provider trusts tokens from `issuer`.
-    pub fn start(issuer: &str) -> Self {
-        Self::start_with(issuer, &[])
-    }
-
-    /// As [`Backstage::start`], with more environment for `tests/backstage/backend.mjs`.
-    pub fn start_with(issuer: &str, env: &[(&str, &str)]) -> Self {
+    /// Starts Backstage on `port`; its `stagedoor` provider trusts tokens from `issuer`, and
+    /// `env` goes to `tests/backstage/backend.mjs`. Tests pick the port, start Stagedoor, then
+    /// Backstage, so that Backstage's own outgoing connections cannot take Stagedoor's port.
+    pub fn start_on(port: u16, issuer: &str, env: &[(&str, &str)]) -> Self {
         let root = env!("CARGO_MANIFEST_DIR");
         for (path, install) in [
             (
@@ -535,7 +532,6 @@ impl Backstage {
                 "{path} is missing: run `{install}` (bash .ci/run does)"
             );
         }
-        let port = free_port();
         let mut command = std::process::Command::new("node");
         command
             .arg(format!("{root}/tests/backstage/backend.mjs"))
