@@ -162,6 +162,12 @@ first=$(head -1 "$TMP/samples.tsv"); last=$(tail -1 "$TMP/samples.tsv")
     echo
     echo "## Steady load: $SOAK_SECONDS s at about 80% of the signed-in peak"
     echo
+    if ((delay_ms == 0)); then
+        echo "wrk cannot pace this: its delay() hook counts whole milliseconds, and at this rate the"
+        echo "wait per request is under one. The soak therefore ran at full load, which is harsher"
+        echo "than 80% (wrk2, which paces exactly, is not packaged in Debian)."
+        echo
+    fi
     echo "Sampled every $CHUNK s (plot: [soak.svg](soak.svg)). First and last samples:"
     echo
     echo "| t (s) | RSS (KiB) | req/s | p50 (µs) | p99 (µs) | non-2xx |"
