@@ -188,3 +188,60 @@ async fn forged_identity_on_a_websocket_upgrade_is_replaced() {
     );
     assert_only_alice(&up.last().headers);
 }
+
+/// Open-redirect payloads, for every parameter that redirects.
+const REDIRECTS: [&str; 14] = [
+    "//evil.example",
+    "///evil.example",
+    "/\\evil.example",
+    "\\\\evil.example",
+    "https://evil.example/",
+    "http://evil.example/",
+    "https:evil.example",
+    "javascript:alert(1)",
+    "/%2F%2Fevil.example",
+    "https://backstage.example.com@evil.example/",
+    "https://backstage.example.com.evil.example/",
+    "https://evil.example#https://backstage.example.com/",
+    " //evil.example",
+    "/x\r\nLocation: https://evil.example/",
+];
+
+#[tokio::test]
+async fn open_redirect_payloads_go_nowhere_on_any_redirecting_parameter() {
+    let up = Upstream::named("web").await;
+    let proxy = start(dev_config(
+        &up,
+        "[auth]\nallowed_redirect_hosts = [\"backstage.example.com\"]\n",
+    ))
+    .await;
+    for payload in REDIRECTS {
+        let encoded: String = form_urlencoded::byte_serialize(payload.as_bytes()).collect();
+
+        // rd on sign-out: the plain signed-out page, no redirect.
+        let mut browser = crate::support::Browser::new(proxy.addr());
+        let out = browser.get(&format!("/oauth2/sign_out?rd={encoded}")).await;
+        assert_eq!(out.status, StatusCode::OK, "sign_out rd={payload:?}");
+        assert_eq!(out.location(), "", "sign_out rd={payload:?}");
+
+        // rd on sign-in: carried through the sign-in, and back to the root.
+        let started = browser.get(&format!("/oauth2/start?rd={encoded}")).await;
+        assert_eq!(started.status, StatusCode::FOUND);
+        let form = browser.get(started.location()).await;
+        let state = form
+            .body
+            .split("name=\"state\" value=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or_else(|| panic!("no sign-in form for rd={payload:?}: {}", form.body))
+            .to_string();
+        let done = browser
+            .post_form(
+                "/oauth2/dev",
+                &[("state", &state), ("user", "alice@example.com")],
+            )
+            .await;
+        assert_eq!(done.location(), "/", "start rd={payload:?}");
+    }
+    assert!(up.seen().is_empty());
+}
