@@ -69,13 +69,13 @@ const IDENTITY_HEADERS: &[&str] = &[
 ];
 
 /// True if `name` is one of `list` in any spelling (`list` is lowercase, with `-`).
-fn is_listed(name: &HeaderName, list: &[&str]) -> bool {
+fn is_listed<S: AsRef<str>>(name: &HeaderName, list: &[S]) -> bool {
     let name = name.as_str();
     if !name.contains('_') {
-        return list.contains(&name);
+        return list.iter().any(|l| l.as_ref() == name);
     }
     let normalized = name.replace('_', "-");
-    list.contains(&normalized.as_str())
+    list.iter().any(|l| l.as_ref() == normalized)
 }
 
 /// Removes every identity header in [`IDENTITY_HEADERS`] a client sent.
@@ -83,7 +83,7 @@ pub fn strip(headers: &mut HeaderMap) {
     strip_listed(headers, IDENTITY_HEADERS);
 }
 
-fn strip_listed(headers: &mut HeaderMap, list: &[&str]) {
+fn strip_listed<S: AsRef<str>>(headers: &mut HeaderMap, list: &[S]) {
     let forged: Vec<HeaderName> = headers
         .keys()
         .filter(|n| is_listed(n, list))
@@ -186,8 +186,9 @@ pub struct Identity {
     jwt_header: Option<HeaderName>,
     oauth2_proxy_id_token: bool,
     pass_access_token: bool,
-    /// `identity.strip_headers` and `jwt_header`, lowercase with `-`.
-    strip_extra: Vec<String>,
+    /// [`IDENTITY_HEADERS`], `identity.strip_headers` and `jwt_header`, lowercase with `-`:
+    /// one list, so stripping is one pass over the request's headers.
+    stripped: Vec<String>,
     issuer: String,
     audience: String,
     lifetime: Duration,
@@ -242,13 +243,12 @@ impl Identity {
             "id_token_signing_alg_values_supported": ["ES256"],
         })
         .to_string();
-        let mut strip_extra: Vec<String> = id
-            .strip_headers
-            .iter()
-            .map(|h| h.to_ascii_lowercase().replace('_', "-"))
-            .collect();
-        if !id.jwt_header.is_empty() {
-            strip_extra.push(id.jwt_header.to_ascii_lowercase().replace('_', "-"));
+        let mut stripped: Vec<String> = IDENTITY_HEADERS.iter().map(|h| h.to_string()).collect();
+        for extra in id.strip_headers.iter().chain(Some(&id.jwt_header)) {
+            let extra = extra.to_ascii_lowercase().replace('_', "-");
+            if !extra.is_empty() && !stripped.contains(&extra) {
+                stripped.push(extra);
+            }
         }
         let invalid = |key: &str, e: String| ConfigError::single(key, e);
         Ok(Self {
@@ -258,7 +258,7 @@ impl Identity {
                 .map_err(|e| invalid("identity.jwt_header", e.to_string()))?,
             oauth2_proxy_id_token: id.oauth2_proxy_id_token && token,
             pass_access_token: id.pass_access_token,
-            strip_extra,
+            stripped,
             issuer,
             audience: id.audience.clone(),
             lifetime: id.token_lifetime,
@@ -287,11 +287,7 @@ impl Identity {
 
     /// Removes identity headers a client sent: the built-in list and the configured ones.
     pub fn strip(&self, headers: &mut HeaderMap) {
-        strip(headers);
-        if !self.strip_extra.is_empty() {
-            let extra: Vec<&str> = self.strip_extra.iter().map(String::as_str).collect();
-            strip_listed(headers, &extra);
-        }
+        strip_listed(headers, &self.stripped);
     }
 
     /// Sets the identity headers of a request about to be forwarded. Fails if the user cannot

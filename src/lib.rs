@@ -42,6 +42,13 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The body type of every response Stagedoor sends and every request it forwards.
 pub type Body = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, BoxError>;
 
+/// Modification time and length of a file, to notice that it changed (configuration and
+/// emails files are polled with it); `None` if it cannot be read.
+pub fn file_stamp(path: &std::path::Path) -> Option<(std::time::SystemTime, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
 /// A body holding `data`, sent in one frame.
 pub fn full(data: impl Into<bytes::Bytes>) -> Body {
     use http_body_util::BodyExt;

@@ -142,7 +142,7 @@ fn run(path: Option<PathBuf>) -> ExitCode {
         // Reload on SIGHUP, and when the configuration file changes.
         // clap has already read STAGEDOOR_CONFIG into the path.
         let file = path;
-        let mut stamp = file.as_deref().and_then(file_stamp);
+        let mut stamp = file.as_deref().and_then(stagedoor::file_stamp);
         let mut poll = tokio::time::interval(Duration::from_secs(2));
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(stop);
@@ -151,7 +151,7 @@ fn run(path: Option<PathBuf>) -> ExitCode {
                 () = &mut stop => break,
                 _ = hangup.recv() => reload(&running, file.as_deref(), "SIGHUP"),
                 _ = poll.tick() => {
-                    let now = file.as_deref().and_then(file_stamp);
+                    let now = file.as_deref().and_then(stagedoor::file_stamp);
                     if now != stamp {
                         stamp = now;
                         reload(&running, file.as_deref(), "the configuration file changed");
@@ -178,12 +178,6 @@ fn reload(running: &stagedoor::server::Running, file: Option<&Path>, why: &str) 
             "reload refused, the previous configuration stays in force: {e}"
         ),
     }
-}
-
-/// Modification time and length of a file, to notice that it changed.
-fn file_stamp(path: &Path) -> Option<(std::time::SystemTime, u64)> {
-    let meta = std::fs::metadata(path).ok()?;
-    Some((meta.modified().ok()?, meta.len()))
 }
 
 /// Listens for SIGTERM (Kubernetes) and SIGINT (Ctrl-C) now; the future resolves on either.

@@ -1,12 +1,13 @@
 //! The life of a proxied request, in order:
 //!
+//! 0. **gate**: the path normalized; Stagedoor's own endpoints and published keys answered;
+//!    the session (or bearer token) judged by the policy (`auth.rs`);
 //! 1. **target**: which host was asked for, and which upstream serves that host and path;
-//! 2. **upstream request**: hop-by-hop headers out, forwarding headers set, URI rewritten;
+//! 2. **upstream request**: hop-by-hop headers out, client identity headers out and ours in,
+//!    forwarding headers set, URI rewritten;
 //! 3. **forward**: send, wait for the response head (502/504 on failure);
 //! 4. **response**: hop-by-hop headers out, or a tunnel for a protocol upgrade;
 //! 5. **log**: one access-log line when the response body is done.
-//!
-//! Later phases (authenticate, authorize, inject identity) slot in between 1 and 2.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;

@@ -154,7 +154,7 @@ struct EmailsFileState {
 
 impl EmailsFile {
     fn open(path: &Path) -> Result<Self, String> {
-        let stamp = file_stamp(path);
+        let stamp = crate::file_stamp(path);
         let emails = read_emails(path)?;
         Ok(Self {
             path: path.to_path_buf(),
@@ -189,7 +189,7 @@ impl EmailsFile {
             return;
         }
         state.checked = Instant::now();
-        let stamp = file_stamp(&self.path);
+        let stamp = crate::file_stamp(&self.path);
         if stamp == state.stamp {
             return;
         }
@@ -206,11 +206,6 @@ impl EmailsFile {
             }
         }
     }
-}
-
-fn file_stamp(path: &Path) -> Option<(SystemTime, u64)> {
-    let meta = std::fs::metadata(path).ok()?;
-    Some((meta.modified().ok()?, meta.len()))
 }
 
 /// One address per line; blank lines and lines starting with `#` are skipped.

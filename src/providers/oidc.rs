@@ -676,18 +676,18 @@ fn bearer_keys(jwks: &openidconnect::core::CoreJsonWebKeySet) -> Vec<jsonwebtoke
 
 /// The claims of a JWT, unverified: only for choosing which provider should verify it.
 pub fn unverified_issuer(token: &str) -> Option<String> {
-    let payload = token.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload.trim_end_matches('='))
-        .ok()?;
-    let claims: Value = serde_json::from_slice(&bytes).ok()?;
+    let claims = jwt_payload(token).ok()?;
     claims["iss"].as_str().map(str::to_string)
 }
 
 /// The JSON payload of an ID token whose signature has already been verified, for claims the
 /// typed API does not carry (groups, nested role claims).
 fn verified_payload(id_token: &CoreIdToken) -> Result<Value, ProviderError> {
-    let compact = id_token.to_string();
+    jwt_payload(&id_token.to_string())
+}
+
+/// The JSON payload of a compact JWT, without looking at its signature.
+fn jwt_payload(compact: &str) -> Result<Value, ProviderError> {
     let payload = compact
         .split('.')
         .nth(1)
