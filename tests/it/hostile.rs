@@ -157,12 +157,7 @@ async fn forged_identity_on_a_websocket_upgrade_is_replaced() {
     let up = echo_upstream().await;
     let proxy = start(dev_config(&up, "")).await;
     let (alice, _) = sign_in(proxy.addr(), "/", "alice@example.com").await;
-    let cookie: String = alice
-        .jar
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join("; ");
+    let cookie = alice.cookie_header();
     let mut request = format!("ws://{}/api/signals", proxy.addr())
         .into_client_request()
         .unwrap();
@@ -225,22 +220,8 @@ async fn open_redirect_payloads_go_nowhere_on_any_redirecting_parameter() {
         assert_eq!(out.location(), "", "sign_out rd={payload:?}");
 
         // rd on sign-in: carried through the sign-in, and back to the root.
-        let started = browser.get(&format!("/oauth2/start?rd={encoded}")).await;
-        assert_eq!(started.status, StatusCode::FOUND);
-        let form = browser.get(started.location()).await;
-        let state = form
-            .body
-            .split("name=\"state\" value=\"")
-            .nth(1)
-            .and_then(|rest| rest.split('"').next())
-            .unwrap_or_else(|| panic!("no sign-in form for rd={payload:?}: {}", form.body))
-            .to_string();
-        let done = browser
-            .post_form(
-                "/oauth2/dev",
-                &[("state", &state), ("user", "alice@example.com")],
-            )
-            .await;
+        let done =
+            crate::signin::dev_sign_in_with_rd(&mut browser, payload, "alice@example.com").await;
         assert_eq!(done.location(), "/", "start rd={payload:?}");
     }
     assert!(up.seen().is_empty());

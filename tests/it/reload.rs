@@ -24,12 +24,7 @@ async fn a_reload_changes_the_policy_for_new_requests_and_keeps_open_websockets(
     let up = echo_upstream().await;
     let proxy = start(dev_config(&up, &admin_route("groups = [\"nobody\"]"))).await;
     let (mut alice, _) = sign_in(proxy.addr(), "/", "alice@example.com").await;
-    let cookie: String = alice
-        .jar
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join("; ");
+    let cookie = alice.cookie_header();
     let mut request = format!("ws://{}/api/signals", proxy.addr())
         .into_client_request()
         .unwrap();

@@ -14,6 +14,29 @@ pub(crate) async fn sign_in(
     (browser, done.location().to_string())
 }
 
+/// Starts a sign-in with the return address `rd` and submits the development form as `user`;
+/// returns the form's answer, whatever it is.
+pub(crate) async fn dev_sign_in_with_rd(
+    browser: &mut Browser,
+    rd: &str,
+    user: &str,
+) -> crate::support::Page {
+    let encoded: String = form_urlencoded::byte_serialize(rd.as_bytes()).collect();
+    let started = browser.get(&format!("/oauth2/start?rd={encoded}")).await;
+    assert_eq!(started.status, StatusCode::FOUND, "rd={rd:?}");
+    let form = browser.get(started.location()).await;
+    let state = form
+        .body
+        .split("name=\"state\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no sign-in form for rd={rd:?}: {}", form.body))
+        .to_string();
+    browser
+        .post_form("/oauth2/dev", &[("state", &state), ("user", user)])
+        .await
+}
+
 /// As [`sign_in`], returning the final response of the sign-in form.
 async fn sign_in_page(
     addr: std::net::SocketAddr,
@@ -230,25 +253,8 @@ async fn hostile_return_addresses_end_at_the_root() {
             "https://backstage.example.com/catalog",
         ),
     ] {
-        let encoded: String = form_urlencoded::byte_serialize(rd.as_bytes()).collect();
         let mut browser = Browser::new(proxy.addr());
-        let start_page = browser.get(&format!("/oauth2/start?rd={encoded}")).await;
-        let form = browser.get(start_page.location()).await;
-        let state = form
-            .body
-            .split("name=\"state\" value=\"")
-            .nth(1)
-            .unwrap()
-            .split('"')
-            .next()
-            .unwrap()
-            .to_string();
-        let done = browser
-            .post_form(
-                "/oauth2/dev",
-                &[("state", &state), ("user", "alice@example.com")],
-            )
-            .await;
+        let done = dev_sign_in_with_rd(&mut browser, rd, "alice@example.com").await;
         assert_eq!(done.location(), want, "rd={rd}");
     }
 }

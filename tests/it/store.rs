@@ -263,21 +263,7 @@ async fn back_channel_logout_from_the_provider_ends_the_session_on_every_replica
 /// Signs in as `user` with the development form and returns the form's answer.
 async fn dev_sign_in(addr: std::net::SocketAddr, user: &str) -> (Browser, crate::support::Page) {
     let mut browser = Browser::new(addr);
-    let started = browser.get("/oauth2/start?rd=/").await;
-    let state = started
-        .location()
-        .split("state=")
-        .nth(1)
-        .expect("a sign-in state")
-        .to_string();
-    let state = form_urlencoded::parse(format!("s={state}").as_bytes())
-        .next()
-        .unwrap()
-        .1
-        .into_owned();
-    let done = browser
-        .post_form("/oauth2/dev", &[("state", &state), ("user", user)])
-        .await;
+    let done = crate::signin::dev_sign_in_with_rd(&mut browser, "/", user).await;
     (browser, done)
 }
 

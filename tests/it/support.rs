@@ -331,6 +331,13 @@ impl Page {
 }
 
 impl Browser {
+    /// The `Cookie` header this browser sends (for clients other than its own, such as a
+    /// WebSocket handshake).
+    pub fn cookie_header(&self) -> String {
+        let cookies: Vec<String> = self.jar.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        cookies.join("; ")
+    }
+
     pub fn new(addr: SocketAddr) -> Self {
         Self {
             addr,
@@ -378,8 +385,7 @@ impl Browser {
             req = req.header("accept", "text/html,application/xhtml+xml,*/*;q=0.8");
         }
         if !self.jar.is_empty() {
-            let cookies: Vec<String> = self.jar.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            req = req.header("cookie", cookies.join("; "));
+            req = req.header("cookie", self.cookie_header());
         }
         for (k, v) in headers {
             req = req.header(*k, *v);
