@@ -304,23 +304,14 @@ impl Auth {
     /// `client` is the client's address (see [`crate::forwarded::client_address`]).
     pub async fn gate(&self, parts: &Parts, host: &str, client: IpAddr) -> Gate {
         let path = parts.uri.path();
+        let at = Scene { host, path, client };
         let rule = match self.policy.access(host, &parts.method, path, client) {
             Access::Public { rule } => {
-                self.audit(None, rule, "public", host, path);
+                self.audit(None, rule, "public", at);
                 return Gate::Public;
             }
             Access::Network { rule } => {
-                self.metrics.decision("allow network", rule);
-                tracing::info!(
-                    target: "stagedoor::audit",
-                    user = "-",
-                    %client,
-                    rule,
-                    outcome = "allow network",
-                    host,
-                    path,
-                    "access decision"
-                );
+                self.audit(None, rule, "allow network", at);
                 return Gate::Public;
             }
             Access::SignedIn { rule } => rule,
@@ -329,9 +320,9 @@ impl Auth {
             Ok(Some(loaded)) => loaded,
             Ok(None) => {
                 if let Some(token) = self.bearer_token(parts) {
-                    return self.gate_bearer(parts, token, rule, host).await;
+                    return self.gate_bearer(parts, token, rule, at).await;
                 }
-                self.audit(None, rule, "sign-in required", host, path);
+                self.audit(None, rule, "sign-in required", at);
                 return self.challenge(parts);
             }
             Err(e) => return Gate::Answer(self.store_unavailable(parts, &e)),
@@ -362,11 +353,11 @@ impl Auth {
         };
         match self.policy.admits(rule, &session) {
             Ok(()) => {
-                self.audit(Some(&session), rule, "allow", host, path);
+                self.audit(Some(&session), rule, "allow", at);
                 Gate::Pass(session, cookies)
             }
             Err(refusal) => {
-                self.audit(Some(&session), rule, "deny", host, path);
+                self.audit(Some(&session), rule, "deny", at);
                 Gate::Answer(self.refused(parts, &session, refusal, Some(rule)))
             }
         }
@@ -387,8 +378,7 @@ impl Auth {
 
     /// Judges a request that carries a bearer JWT instead of a session: the provider that
     /// issued it verifies it, then the policy decides as for a session.
-    async fn gate_bearer(&self, parts: &Parts, token: &str, rule: &str, host: &str) -> Gate {
-        let path = parts.uri.path();
+    async fn gate_bearer(&self, parts: &Parts, token: &str, rule: &str, at: Scene<'_>) -> Gate {
         let issuer = crate::providers::oidc::unverified_issuer(token);
         let provider = self.providers.iter().find_map(|p| match p {
             Provider::Oidc(oidc)
@@ -406,7 +396,7 @@ impl Auth {
             Ok(session) => session,
             Err(error) => {
                 tracing::info!(%error, "bearer token refused");
-                self.audit(None, rule, "bearer refused", host, path);
+                self.audit(None, rule, "bearer refused", at);
                 let mut response = json_response(
                     StatusCode::UNAUTHORIZED,
                     &serde_json::json!({
@@ -424,11 +414,11 @@ impl Auth {
         };
         match self.policy.admits(rule, &session) {
             Ok(()) => {
-                self.audit(Some(&session), rule, "allow bearer", host, path);
+                self.audit(Some(&session), rule, "allow bearer", at);
                 Gate::Pass(session, Vec::new())
             }
             Err(refusal) => {
-                self.audit(Some(&session), rule, "deny bearer", host, path);
+                self.audit(Some(&session), rule, "deny bearer", at);
                 Gate::Answer(self.refused(parts, &session, refusal, Some(rule)))
             }
         }
@@ -1252,33 +1242,30 @@ fn needs_refresh(session: &Session, interval: Option<Duration>) -> bool {
     })
 }
 
-/// One structured event per access decision.
-impl Auth {
-    /// One structured event, and one count, per access decision.
-    fn audit(
-        &self,
-        session: Option<&Session>,
-        rule: &str,
-        outcome: &'static str,
-        host: &str,
-        path: &str,
-    ) {
-        self.metrics.decision(outcome, rule);
-        audit(session, rule, outcome, host, path);
-    }
+/// Where a decided request came from and went to, for its audit event.
+#[derive(Clone, Copy)]
+struct Scene<'a> {
+    host: &'a str,
+    path: &'a str,
+    client: IpAddr,
 }
 
-fn audit(session: Option<&Session>, rule: &str, outcome: &str, host: &str, path: &str) {
-    tracing::info!(
-        target: "stagedoor::audit",
-        user = session.map_or("-", Session::log_name),
-        provider = session.map_or("-", |s| s.provider.as_str()),
-        rule,
-        outcome,
-        host,
-        path,
-        "access decision"
-    );
+impl Auth {
+    /// One structured event, and one count, per access decision.
+    fn audit(&self, session: Option<&Session>, rule: &str, outcome: &'static str, at: Scene<'_>) {
+        self.metrics.decision(outcome, rule);
+        tracing::info!(
+            target: "stagedoor::audit",
+            user = session.map_or("-", Session::log_name),
+            provider = session.map_or("-", |s| s.provider.as_str()),
+            rule,
+            outcome,
+            host = at.host,
+            path = at.path,
+            client = %at.client,
+            "access decision"
+        );
+    }
 }
 
 fn with_cleared_csrf(codec: &Codec, mut response: Response<Body>) -> Response<Body> {
