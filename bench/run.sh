@@ -371,6 +371,16 @@ EOF
         }
         function add(key, v) { value[key, ++count[key]] = v }
         function ratio(a, b) { return b > 0 ? sprintf("%.2f", a / b) : "n/a" }
+        # The table of one target against nginx, a row per connection count.
+        function ratios(target,   i, s, n) {
+            print "| conns | req/s | p99 | CPU per request |"
+            print "|---:|---:|---:|---:|"
+            for (i = 1; i <= nc; i++) {
+                s = cs[i] SUBSEP target; n = cs[i] SUBSEP "nginx"
+                printf "| %s | %s | %s | %s |\n", cs[i], ratio(rps[s], rps[n]), ratio(p99[s], p99[n]),
+                    ratio(cpu[s], cpu[n])
+            }
+        }
         {
             k = $1 SUBSEP $2
             add(k SUBSEP "rps", $4); add(k SUBSEP "p50", $5); add(k SUBSEP "p99", $6)
@@ -391,24 +401,12 @@ EOF
             if (targets !~ /stagedoor/) exit
             print "\n## Stagedoor / nginx\n"
             print "Above 1 is better for req/s; below 1 is better for p99 and CPU per request.\n"
-            print "| conns | req/s | p99 | CPU per request |"
-            print "|---:|---:|---:|---:|"
-            for (i = 1; i <= nc; i++) {
-                s = cs[i] SUBSEP "stagedoor"; n = cs[i] SUBSEP "nginx"
-                printf "| %s | %s | %s | %s |\n", cs[i], ratio(rps[s], rps[n]), ratio(p99[s], p99[n]),
-                    ratio(cpu[s], cpu[n])
-            }
+            ratios("stagedoor")
             if (targets !~ /stagedoor-auth/) exit
             print "\n## Stagedoor signed in / nginx\n"
             print "Each request carries a session cookie: decrypted, judged by the policy, identity headers"
             print "and the signed identity token added (nginx proxies without any of that).\n"
-            print "| conns | req/s | p99 | CPU per request |"
-            print "|---:|---:|---:|---:|"
-            for (i = 1; i <= nc; i++) {
-                s = cs[i] SUBSEP "stagedoor-auth"; n = cs[i] SUBSEP "nginx"
-                printf "| %s | %s | %s | %s |\n", cs[i], ratio(rps[s], rps[n]), ratio(p99[s], p99[n]),
-                    ratio(cpu[s], cpu[n])
-            }
+            ratios("stagedoor-auth")
         }' "$TMP/runs.tsv"
     cat <<EOF
 
