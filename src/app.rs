@@ -7,7 +7,7 @@ use crate::auth::Auth;
 use crate::config::{Config, ConfigError, Issues};
 use crate::forwarded::TrustedProxies;
 use crate::identity::Identity;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RouteMetrics};
 use crate::routes::Router;
 use crate::tls::ReloadingCert;
 use crate::upstream::Upstream;
@@ -29,6 +29,8 @@ pub struct App {
     pub identity: Arc<Identity>,
     /// Prometheus metrics, served on the admin listener.
     pub metrics: Arc<Metrics>,
+    /// The counters of answers Stagedoor gives itself (sign-in, refusals, errors).
+    pub own_metrics: RouteMetrics,
     ready: AtomicBool,
 }
 
@@ -45,7 +47,7 @@ impl App {
         let mut issues = Issues::default();
         let mut upstreams = Vec::new();
         for (name, upstream) in &config.upstreams {
-            match Upstream::build(name, upstream) {
+            match Upstream::build(name, upstream, &metrics) {
                 Ok(u) => upstreams.push(Arc::new(u)),
                 Err(e) => issues.extend(e),
             }
@@ -80,6 +82,7 @@ impl App {
         Ok(Self {
             auth,
             identity,
+            own_metrics: metrics.route("stagedoor"),
             metrics,
             router: Router::new(&config, &upstreams),
             trusted: TrustedProxies::new(config.server.trusted_proxies.clone()),

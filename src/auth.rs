@@ -320,7 +320,9 @@ impl Auth {
             Ok(Some(loaded)) => loaded,
             Ok(None) => {
                 if let Some(token) = self.bearer_token(parts) {
-                    return self.gate_bearer(parts, token, rule, at).await;
+                    // Boxed, like every rare path here: the future of a request that takes
+                    // the common path stays small, and it is moved on every request.
+                    return Box::pin(self.gate_bearer(parts, token, rule, at)).await;
                 }
                 self.audit(None, rule, "sign-in required", at);
                 return self.challenge(parts);
@@ -335,8 +337,10 @@ impl Auth {
         let (session, cookies) = match provider {
             Provider::Oidc(oidc) if needs_refresh(&session, self.refresh_interval) => {
                 let refreshed = match (&self.store, &id) {
-                    (Some(store), Some(id)) => self.refresh_stored(oidc, store, id, &session).await,
-                    _ => Ok(self.refresh(oidc, &session).await),
+                    (Some(store), Some(id)) => {
+                        Box::pin(self.refresh_stored(oidc, store, id, &session)).await
+                    }
+                    _ => Ok(Box::pin(self.refresh(oidc, &session)).await),
                 };
                 match refreshed {
                     // Stored: the cookie (a ticket) stays as it is.
@@ -506,7 +510,7 @@ impl Auth {
             return Ok(None);
         };
         let id = hex(&Sha256::digest(ticket.as_bytes()));
-        Ok(store.load(&id).await?.map(|s| (s, Some(id))))
+        Ok(Box::pin(store.load(&id)).await?.map(|s| (s, Some(id))))
     }
 
     /// Stores a new session: in cookies, or in the store under a fresh ticket whose cookie is

@@ -18,6 +18,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use std::sync::OnceLock;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -52,6 +53,56 @@ type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 fn latency_histogram() -> Histogram {
     // 0.5 ms to about 16 s.
     Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// Handles on one route's request counters and upstream latency, so that counting a request
+/// costs neither an allocation nor a hash of its labels.
+pub struct RouteMetrics {
+    route: String,
+    requests: Family<RequestLabels, Counter>,
+    upstream: Histograms<UpstreamLabels>,
+    by_class: [OnceLock<Counter>; 5],
+    latency: OnceLock<Histogram>,
+}
+
+impl std::fmt::Debug for RouteMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouteMetrics")
+            .field("route", &self.route)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RouteMetrics {
+    /// A request answered with `status`.
+    pub fn request(&self, status: u16) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.by_class[class]
+            .get_or_init(|| {
+                self.requests
+                    .get_or_create(&RequestLabels {
+                        route: self.route.clone(),
+                        class: STATUS_CLASSES[class],
+                    })
+                    .clone()
+            })
+            .inc();
+    }
+
+    /// The upstream answered (its response head) after `seconds`.
+    pub fn upstream_response(&self, seconds: f64) {
+        self.latency
+            .get_or_init(|| {
+                self.upstream
+                    .get_or_create(&UpstreamLabels {
+                        upstream: self.route.clone(),
+                    })
+                    .clone()
+            })
+            .observe(seconds);
+    }
 }
 
 /// Every metric Stagedoor keeps, and the registry that encodes them.
@@ -162,30 +213,16 @@ impl Metrics {
         out
     }
 
-    /// A request answered with `status`; `route` is the upstream, or `None` for Stagedoor's own.
-    pub fn request(&self, route: Option<&str>, status: u16) {
-        let class = match status {
-            100..=199 => "1xx",
-            200..=299 => "2xx",
-            300..=399 => "3xx",
-            400..=499 => "4xx",
-            _ => "5xx",
-        };
-        self.requests
-            .get_or_create(&RequestLabels {
-                route: route.unwrap_or("stagedoor").to_string(),
-                class,
-            })
-            .inc();
-    }
-
-    /// An upstream answered (its response head) after `seconds`.
-    pub fn upstream_response(&self, upstream: &str, seconds: f64) {
-        self.upstream
-            .get_or_create(&UpstreamLabels {
-                upstream: upstream.to_string(),
-            })
-            .observe(seconds);
+    /// The request counters of one route: an upstream's name, or `stagedoor` for answers
+    /// Stagedoor gives itself. Each label set is looked up once, at its first use.
+    pub fn route(&self, route: &str) -> RouteMetrics {
+        RouteMetrics {
+            route: route.to_string(),
+            requests: self.requests.clone(),
+            upstream: self.upstream.clone(),
+            by_class: Default::default(),
+            latency: OnceLock::new(),
+        }
     }
 
     /// The policy decided.

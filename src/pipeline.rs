@@ -67,8 +67,10 @@ where
         user: None,
     };
     let response = route(app, ctx, parts, body, host.as_ref(), &mut log).await;
-    app.metrics
-        .request(log.upstream.as_deref(), response.status().as_u16());
+    log.upstream
+        .as_ref()
+        .map_or(&app.own_metrics, |u| u.metrics())
+        .request(response.status().as_u16());
 
     match log_head {
         None => response,
@@ -83,7 +85,7 @@ where
                 version,
                 client: log.client,
                 status: response.status().as_u16(),
-                upstream: log.upstream,
+                upstream: log.upstream.map(|u| u.name().to_string()),
                 user: log.user,
                 start,
             };
@@ -95,7 +97,7 @@ where
 /// What the access log learns while a request is handled.
 struct Outcome {
     client: IpAddr,
-    upstream: Option<String>,
+    upstream: Option<Arc<Upstream>>,
     user: Option<String>,
 }
 
@@ -122,7 +124,8 @@ async fn route(
         Some(auth) if auth.owns_path(parts.uri.path()) => {
             let trusted = app.trusted.contains(ctx.peer.ip());
             let client = forwarded::client_address(&parts.headers, ctx.peer.ip(), &app.trusted);
-            return auth.endpoint(&parts, body, trusted, client).await;
+            // Boxed: sign-in flows are rare and their future is large.
+            return Box::pin(auth.endpoint(&parts, body, trusted, client)).await;
         }
         Some(auth) => {
             let client = forwarded::client_address(&parts.headers, ctx.peer.ip(), &app.trusted);
@@ -134,10 +137,12 @@ async fn route(
         }
         None => (None, Vec::new()),
     };
-    log.user = session.as_ref().map(|s| s.log_name().to_string());
+    if app.config.log.access_log {
+        log.user = session.as_ref().map(|s| s.log_name().to_string());
+    }
     let result = match target(app, &parts, host) {
         Ok(upstream) => {
-            log.upstream = Some(upstream.name().to_string());
+            log.upstream = Some(Arc::clone(upstream));
             let to = Target {
                 upstream,
                 host,
@@ -308,8 +313,9 @@ async fn forward(
 
     let sent = Instant::now();
     let mut response = upstream.send(request).await?;
-    app.metrics
-        .upstream_response(upstream.name(), sent.elapsed().as_secs_f64());
+    upstream
+        .metrics()
+        .upstream_response(sent.elapsed().as_secs_f64());
 
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         let (Some(client_side), Some(_)) = (client_upgrade, upgrade_to) else {

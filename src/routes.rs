@@ -121,10 +121,11 @@ mod tests {
 
     fn router(toml: &str) -> Router {
         let config = Config::from_toml(toml).expect("valid config");
+        let metrics = crate::metrics::Metrics::new();
         let upstreams: Vec<Arc<Upstream>> = config
             .upstreams
             .iter()
-            .map(|(name, u)| Arc::new(Upstream::build(name, u).expect("upstream")))
+            .map(|(name, u)| Arc::new(Upstream::build(name, u, &metrics).expect("upstream")))
             .collect();
         Router::new(&config, &upstreams)
     }

@@ -17,6 +17,7 @@ mod limits;
 mod metrics;
 mod oidc;
 mod policy;
+mod pool;
 mod proxy;
 mod reload;
 mod shutdown;
