@@ -113,7 +113,7 @@ impl Provider {
 pub enum Gate {
     /// Signed in: forward with this identity, adding these cookies to the response (a
     /// refreshed session).
-    Pass(Session, Vec<cookie::Cookie<'static>>),
+    Pass(Arc<Session>, Vec<cookie::Cookie<'static>>),
     /// A public route: forward without identity.
     Public,
     /// Not signed in: send this instead (a redirect to sign in, or 401).
@@ -344,10 +344,10 @@ impl Auth {
                 };
                 match refreshed {
                     // Stored: the cookie (a ticket) stays as it is.
-                    Ok(Some(fresh)) if id.is_some() => (fresh, Vec::new()),
+                    Ok(Some(fresh)) if id.is_some() => (Arc::new(fresh), Vec::new()),
                     Ok(Some(fresh)) => {
                         let cookies = self.codec.write_session(&fresh, &parts.headers);
-                        (fresh, cookies)
+                        (Arc::new(fresh), cookies)
                     }
                     Ok(None) => return self.challenge(parts),
                     Err(e) => return Gate::Answer(self.store_unavailable(parts, &e)),
@@ -419,7 +419,7 @@ impl Auth {
         match self.policy.admits(rule, &session) {
             Ok(()) => {
                 self.audit(Some(&session), rule, "allow bearer", at);
-                Gate::Pass(session, Vec::new())
+                Gate::Pass(Arc::new(session), Vec::new())
             }
             Err(refusal) => {
                 self.audit(Some(&session), rule, "deny bearer", at);
@@ -502,15 +502,17 @@ impl Auth {
     async fn load(
         &self,
         headers: &HeaderMap,
-    ) -> Result<Option<(Session, Option<String>)>, StoreError> {
+    ) -> Result<Option<(Arc<Session>, Option<String>)>, StoreError> {
         let Some(store) = &self.store else {
-            return Ok(self.codec.read_session(headers).map(|s| (s, None)));
+            return Ok(self.codec.read_session_shared(headers).map(|s| (s, None)));
         };
         let Some(ticket) = self.codec.read_ticket(headers) else {
             return Ok(None);
         };
         let id = hex(&Sha256::digest(ticket.as_bytes()));
-        Ok(Box::pin(store.load(&id)).await?.map(|s| (s, Some(id))))
+        Ok(Box::pin(store.load(&id))
+            .await?
+            .map(|s| (Arc::new(s), Some(id))))
     }
 
     /// Stores a new session: in cookies, or in the store under a fresh ticket whose cookie is
@@ -1014,6 +1016,7 @@ impl Auth {
             expires_at: created + self.codec.settings().expire.as_secs(),
             tokens: None,
             sid: None,
+            memo: Default::default(),
         };
         self.signed_in(parts, &session, &login.rd).await
     }
@@ -1391,6 +1394,7 @@ mod tests {
         let t = now();
         Session {
             sid: None,
+            memo: Default::default(),
             subject: "s".into(),
             email: String::new(),
             email_verified: false,

@@ -221,6 +221,7 @@ mod tests {
     fn templates_name_users() {
         let session = Session {
             sid: None,
+            memo: Default::default(),
             subject: "12345".into(),
             email: "Alice.Liddell@Example.com".into(),
             email_verified: true,

@@ -9,7 +9,7 @@
 //! nothing on most requests.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -143,6 +143,18 @@ struct Minted {
     bearer: HeaderValue,
 }
 
+static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// What [`Identity::inject`] derives from a session once: its identity headers, and the key
+/// its tokens are cached under.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The [`Identity`] that made it.
+    made_by: u64,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    key: [u8; 32],
+}
+
 /// Tokens by identity ([`identity_key`]), each reused until its renewal time.
 pub(crate) struct TokenCache<V> {
     /// (renew at, expires at, token)
@@ -183,6 +195,8 @@ impl<V: Clone> TokenCache<V> {
 
 /// What the upstream learns about a user, built once from configuration.
 pub struct Identity {
+    /// Distinguishes this build from those before and after a reload.
+    id: u64,
     jwt_header: Option<HeaderName>,
     oauth2_proxy_id_token: bool,
     pass_access_token: bool,
@@ -281,6 +295,7 @@ impl Identity {
             keys,
             discovery,
             minted: TokenCache::default(),
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             backstage: BackstageTokens::build(&config.backstage)?,
         })
     }
@@ -297,7 +312,35 @@ impl Identity {
         headers: &mut HeaderMap,
         session: &Session,
     ) -> Result<(), InvalidIdentity> {
-        set_names(headers, session, &FORWARDED)?;
+        let prepared = self.prepared(session)?;
+        for (name, value) in &prepared.headers {
+            headers.insert(name.clone(), value.clone());
+        }
+        if let Some(name) = &self.jwt_header {
+            let minted = self.token(session, &prepared.key)?;
+            if self.oauth2_proxy_id_token {
+                headers.insert(X_OAUTH2_PROXY_ID_TOKEN, minted.bearer);
+            }
+            headers.insert(name.clone(), minted.jwt);
+        }
+        Ok(())
+    }
+
+    /// The headers [`Identity::inject`] sets for `session` apart from tokens, and its
+    /// [`identity_key`]: made at the session's first request, kept in its memo.
+    /// A memo made under another configuration (a session shared across a reload) is not
+    /// used; the value is then made again for this request.
+    fn prepared(&self, session: &Session) -> Result<Arc<Prepared>, InvalidIdentity> {
+        match session.memo.get_or_init(|| self.prepare(session)) {
+            Some(memo) if memo.made_by == self.id => Ok(Arc::clone(memo)),
+            Some(_) => self.prepare(session).ok_or(InvalidIdentity),
+            None => Err(InvalidIdentity),
+        }
+    }
+
+    fn prepare(&self, session: &Session) -> Option<Arc<Prepared>> {
+        let mut names = HeaderMap::new();
+        set_names(&mut names, session, &FORWARDED).ok()?;
         if self.pass_access_token
             && let Some(token) = session
                 .tokens
@@ -305,16 +348,17 @@ impl Identity {
                 .and_then(|t| t.access_token.as_deref())
             && let Ok(value) = HeaderValue::from_str(token)
         {
-            headers.insert(X_FORWARDED_ACCESS_TOKEN, value);
+            names.insert(X_FORWARDED_ACCESS_TOKEN, value);
         }
-        if let Some(name) = &self.jwt_header {
-            let minted = self.token(session)?;
-            if self.oauth2_proxy_id_token {
-                headers.insert(X_OAUTH2_PROXY_ID_TOKEN, minted.bearer);
-            }
-            headers.insert(name.clone(), minted.jwt);
-        }
-        Ok(())
+        let headers = names
+            .iter()
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect();
+        Some(Arc::new(Prepared {
+            made_by: self.id,
+            headers,
+            key: identity_key(session),
+        }))
     }
 
     /// The headers of a forward-auth answer: oauth2-proxy's `X-Auth-Request-*` names, and
@@ -405,7 +449,7 @@ impl Identity {
         if headers.contains_key(header::AUTHORIZATION) || !backstage.covers(path) {
             return Ok(());
         }
-        let key = identity_key(session);
+        let key = self.prepared(session)?.key;
         let refs = || self.refs(session);
         let bearer = backstage.token(key, refs).ok_or(InvalidIdentity)?;
         headers.insert(header::AUTHORIZATION, bearer);
@@ -414,11 +458,10 @@ impl Identity {
 
     /// The token for `session`'s identity: the one minted before if it has more than half its
     /// lifetime left, else a new one.
-    fn token(&self, session: &Session) -> Result<Minted, InvalidIdentity> {
+    fn token(&self, session: &Session, key: &[u8; 32]) -> Result<Minted, InvalidIdentity> {
         let keys = self.keys.as_ref().ok_or(InvalidIdentity)?;
-        let key = identity_key(session);
         let now = now();
-        if let Some(minted) = self.minted.get(&key, now) {
+        if let Some(minted) = self.minted.get(key, now) {
             return Ok(minted);
         }
         let ent = self.refs(session).ok_or(InvalidIdentity)?;
@@ -445,7 +488,7 @@ impl Identity {
             jwt: HeaderValue::from_str(&jwt).map_err(|_| InvalidIdentity)?,
         };
         let renew_at = now + self.lifetime.as_secs() / 2;
-        self.minted.insert(key, renew_at, exp, minted.clone(), now);
+        self.minted.insert(*key, renew_at, exp, minted.clone(), now);
         Ok(minted)
     }
 }
@@ -546,6 +589,7 @@ mod tests {
     fn the_access_token_is_passed_only_when_asked() {
         let session = Session {
             sid: None,
+            memo: Default::default(),
             subject: "alice".into(),
             email: "alice@example.com".into(),
             email_verified: true,

@@ -146,7 +146,7 @@ async fn route(
             let to = Target {
                 upstream,
                 host,
-                session: session.as_ref(),
+                session: session.as_deref(),
             };
             forward(app, ctx, to, parts, body, &mut log.client).await
         }

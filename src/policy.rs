@@ -565,6 +565,7 @@ mod tests {
     fn user(email: &str, verified: bool, groups: &[&str]) -> Session {
         Session {
             sid: None,
+            memo: Default::default(),
             subject: email.into(),
             email: email.into(),
             email_verified: verified,

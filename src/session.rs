@@ -6,6 +6,8 @@
 //! reordered or foreign chunk fails authentication like any other tampering. Older secrets are
 //! still accepted for reading, so the secret can be rotated without signing everyone out.
 
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cookie::{Cookie, CookieJar, Key, SameSite};
@@ -13,6 +15,8 @@ use http::HeaderMap;
 use http::header::{self, HeaderValue};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+
+use crate::identity::Prepared;
 
 /// Largest cookie value Stagedoor sets; browsers cap name plus value near 4096 bytes.
 const MAX_CHUNK: usize = 3800;
@@ -59,6 +63,74 @@ pub struct Session {
     /// The provider's session id (`sid` of the ID token), for back-channel logout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sid: Option<String>,
+    /// What the identity module derives from this session, kept for the session's next
+    /// requests. Not part of the session: never serialized, never compared, empty in a clone.
+    #[serde(skip)]
+    pub memo: Memo,
+}
+
+/// A value computed from a session at its first use (see [`Session::memo`]).
+#[derive(Default)]
+pub struct Memo(OnceLock<Option<Arc<Prepared>>>);
+
+impl Memo {
+    /// The value, computed by `init` if this is the first use.
+    pub fn get_or_init(
+        &self,
+        init: impl FnOnce() -> Option<Arc<Prepared>>,
+    ) -> Option<&Arc<Prepared>> {
+        self.0.get_or_init(init).as_ref()
+    }
+}
+
+impl Clone for Memo {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl PartialEq for Memo {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for Memo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Memo")
+    }
+}
+
+/// Sessions opened from cookies, by sealed value, so that a session's later requests skip
+/// decryption and parsing. Only values that opened are kept, and an entry is used only while
+/// its session has not expired, so the cache admits nothing the cookie alone would not. It is
+/// bounded: when full, expired entries go, and if that is not enough, all of them.
+#[derive(Debug, Default)]
+pub struct OpenedSessions {
+    map: RwLock<HashMap<Box<str>, Arc<Session>, foldhash::fast::RandomState>>,
+}
+
+/// Most sessions [`OpenedSessions`] holds (a few MiB at most).
+const MAX_OPENED: usize = 10_000;
+
+impl OpenedSessions {
+    fn get(&self, sealed: &str, now: u64) -> Option<Arc<Session>> {
+        let map = self.map.read().unwrap_or_else(PoisonError::into_inner);
+        map.get(sealed)
+            .filter(|s| s.expires_at > now)
+            .map(Arc::clone)
+    }
+
+    fn insert(&self, sealed: String, session: Arc<Session>, now: u64) {
+        let mut map = self.map.write().unwrap_or_else(PoisonError::into_inner);
+        if map.len() >= MAX_OPENED {
+            map.retain(|_, s| s.expires_at > now);
+            if map.len() >= MAX_OPENED {
+                map.clear();
+            }
+        }
+        map.insert(sealed.into_boxed_str(), session);
+    }
 }
 
 /// Tokens from the provider. `Debug` never prints them.
@@ -140,6 +212,7 @@ pub struct Codec {
     keys: Vec<Key>,
     settings: CookieSettings,
     csrf_name: String,
+    opened: OpenedSessions,
 }
 
 impl std::fmt::Debug for Codec {
@@ -164,6 +237,7 @@ impl Codec {
             keys,
             settings,
             csrf_name,
+            opened: OpenedSessions::default(),
         }
     }
 
@@ -284,7 +358,24 @@ impl Codec {
 
     /// The session in the request's cookies, if there is one that opens and has not expired.
     pub fn read_session(&self, request: &HeaderMap) -> Option<Session> {
-        let json = self.read_sealed(request)?;
+        self.open_session(&self.sealed_session(request)?)
+    }
+
+    /// As [`Codec::read_session`], shared: a sealed value this codec opened before is not
+    /// decrypted and parsed again (see [`OpenedSessions`]).
+    pub fn read_session_shared(&self, request: &HeaderMap) -> Option<Arc<Session>> {
+        let sealed = self.sealed_session(request)?;
+        let now = now();
+        if let Some(session) = self.opened.get(&sealed, now) {
+            return Some(session);
+        }
+        let session = Arc::new(self.open_session(&sealed)?);
+        self.opened.insert(sealed, Arc::clone(&session), now);
+        Some(session)
+    }
+
+    fn open_session(&self, sealed: &str) -> Option<Session> {
+        let json = self.open_sealed(sealed)?;
         let session: Session = serde_json::from_str(&json).ok()?;
         if session.expires_at <= now() {
             tracing::debug!("session expired");
@@ -295,6 +386,19 @@ impl Codec {
 
     /// The opened content of the session cookie (joined from its chunks).
     fn read_sealed(&self, request: &HeaderMap) -> Option<String> {
+        self.open_sealed(&self.sealed_session(request)?)
+    }
+
+    fn open_sealed(&self, sealed: &str) -> Option<String> {
+        let json = self.open(&self.settings.name, sealed);
+        if json.is_none() {
+            tracing::debug!("session cookie did not open (tampered, truncated or another secret)");
+        }
+        json
+    }
+
+    /// The session cookie's value as the request carries it, its chunks joined; not opened.
+    fn sealed_session(&self, request: &HeaderMap) -> Option<String> {
         let base = &self.settings.name;
         let cookies = request_cookies(request);
         let find = |name: &str| {
@@ -320,11 +424,7 @@ impl Codec {
                 joined
             }
         };
-        let json = self.open(base, &sealed);
-        if json.is_none() {
-            tracing::debug!("session cookie did not open (tampered, truncated or another secret)");
-        }
-        json
+        Some(sealed)
     }
 
     /// `Set-Cookie` values that remove every Stagedoor cookie the request carries.
@@ -425,6 +525,7 @@ mod tests {
     fn session(groups: usize) -> Session {
         Session {
             sid: None,
+            memo: Default::default(),
             subject: "alice-1".into(),
             email: "alice@example.com".into(),
             email_verified: true,
@@ -537,6 +638,33 @@ mod tests {
             .unwrap();
         let renamed = Cookie::new("_stagedoor", csrf.value().to_string());
         assert_eq!(codec.read_session(&request_with(&[renamed])), None);
+    }
+
+    #[test]
+    fn a_session_opened_once_is_shared_until_it_expires() {
+        let codec = Codec::new(SECRET, &[], settings());
+        let cookies = codec.write_session(&session(0), &HeaderMap::new());
+        let first = codec.read_session_shared(&request_with(&cookies)).unwrap();
+        let again = codec.read_session_shared(&request_with(&cookies)).unwrap();
+        assert!(Arc::ptr_eq(&first, &again), "opened once");
+        assert_eq!(*first, session(0));
+
+        // Tampered values are refused every time, and never remembered.
+        let mut tampered = cookies.clone();
+        let value = tampered[0].value().to_string();
+        tampered[0].set_value(format!("{}A", &value[..value.len() - 1]));
+        for _ in 0..2 {
+            assert_eq!(codec.read_session_shared(&request_with(&tampered)), None);
+        }
+        assert_eq!(codec.opened.map.read().unwrap().len(), 1);
+
+        // A remembered session that has since expired is not handed out.
+        let mut short = session(0);
+        short.expires_at = now() + 1;
+        let cookies = codec.write_session(&short, &HeaderMap::new());
+        assert!(codec.read_session_shared(&request_with(&cookies)).is_some());
+        std::thread::sleep(Duration::from_millis(2100));
+        assert_eq!(codec.read_session_shared(&request_with(&cookies)), None);
     }
 
     #[test]

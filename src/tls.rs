@@ -150,16 +150,6 @@ pub fn server_config(cert: Arc<ReloadingCert>) -> Result<ServerConfig, String> {
     Ok(config)
 }
 
-/// TLS settings for an `http://` upstream, which never uses them: no roots, so no handshake
-/// could succeed even if one were attempted.
-pub fn unused_client_config() -> Result<ClientConfig, String> {
-    Ok(ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(RootCertStore::empty())
-        .with_no_client_auth())
-}
-
 /// TLS settings for connections to one upstream. Errors are `(key suffix, message)`.
 pub fn client_config(
     ca_file: Option<&Path>,

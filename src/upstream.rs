@@ -196,7 +196,8 @@ impl Upstream {
         loop {
             let (mut sender, pooled) = match self.pool.take() {
                 Some(sender) => (sender, true),
-                None => (self.open().await?, false),
+                // Boxed: connecting is rare and its future is large.
+                None => (Box::pin(self.open()).await?, false),
             };
             // A pooled connection may still be finishing its previous exchange.
             if pooled && !sender.is_ready() && sender.ready().await.is_err() {

@@ -194,6 +194,7 @@ impl GitHubProvider {
                 access_expires_at: None,
             }),
             sid: None,
+            memo: Default::default(),
         })
     }
 

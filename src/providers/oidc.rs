@@ -639,6 +639,7 @@ impl OidcProvider {
             subject,
             tokens: Some(tokens),
             sid: string("sid"),
+            memo: Default::default(),
         }
     }
 }
