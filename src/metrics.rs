@@ -10,6 +10,7 @@
 //! | `stagedoor_idp_requests_total` | counter | `result` (`ok`, `error`): calls to identity providers |
 //! | `stagedoor_idp_request_seconds` | histogram | none |
 //! | `stagedoor_connections_active` | gauge | none: open client connections on the public listener |
+//! | `stagedoor_connections_parked` | gauge | none: of those, idle HTTP/1.1 connections holding no buffers |
 //! | `stagedoor_session_store_errors_total` | counter | none: requests refused because Redis was unreachable |
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -116,6 +117,7 @@ pub struct Metrics {
     idp_requests: Family<ResultLabels, Counter>,
     idp_latency: Histogram,
     connections: Gauge,
+    parked: Gauge,
     store_errors: Counter,
 }
 
@@ -178,6 +180,12 @@ impl Metrics {
             "Duration of HTTP requests to identity providers",
             idp_latency.clone(),
         );
+        let parked = Gauge::default();
+        registry.register(
+            "stagedoor_connections_parked",
+            "Idle HTTP/1.1 client connections parked without buffers",
+            parked.clone(),
+        );
         let connections = Gauge::default();
         registry.register(
             "stagedoor_connections_active",
@@ -201,6 +209,7 @@ impl Metrics {
             idp_requests,
             idp_latency,
             connections,
+            parked,
         }
     }
 
@@ -274,6 +283,12 @@ impl Metrics {
     pub fn connection(&self) -> ConnectionGuard {
         self.connections.inc();
         ConnectionGuard(self.connections.clone())
+    }
+
+    /// Counts a parked connection in `stagedoor_connections_parked` while it stays parked.
+    pub fn parked(&self) -> ConnectionGuard {
+        self.parked.inc();
+        ConnectionGuard(self.parked.clone())
     }
 }
 

@@ -8,7 +8,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -19,8 +19,8 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncWrite};
+use hyper::server::conn::{http1, http2};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_rustls::TlsAcceptor;
@@ -111,7 +111,7 @@ impl Server {
             (Some(cert), Some(tls)) => Some(cert.spawn_watcher(tls.reload_interval)),
             _ => None,
         };
-        let builder = Arc::new(http_builder(server));
+        let builder = Arc::new(http_builders(server));
         let apps = Arc::new(ArcSwap::from(Arc::clone(&app)));
         let mut tasks = vec![tokio::spawn(accept_loop(
             self.public,
@@ -257,22 +257,26 @@ enum Role {
     Admin,
 }
 
-fn http_builder(server: &ServerConfig) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
+/// The HTTP/1.1 and HTTP/2 halves of the server; which one serves a connection is decided by
+/// ALPN on TLS, and by the client's first bytes (the HTTP/2 preface, or not) on plain TCP.
+struct Builders {
+    h1: http1::Builder,
+    h2: http2::Builder<TokioExecutor>,
+}
+
+fn http_builders(server: &ServerConfig) -> Builders {
+    let mut h1 = http1::Builder::new();
+    h1.timer(TokioTimer::new())
         .header_read_timeout(server.header_read_timeout)
         .max_buf_size(server.max_header_bytes)
         .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
+    let mut h2 = http2::Builder::new(TokioExecutor::new());
+    h2.timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(server.max_header_bytes).unwrap_or(u32::MAX))
         .max_concurrent_streams(256)
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(20));
-    builder
+    Builders { h1, h2 }
 }
 
 async fn accept_loop(
@@ -280,7 +284,7 @@ async fn accept_loop(
     role: Role,
     apps: Arc<ArcSwap<App>>,
     tls: Option<TlsAcceptor>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    builder: Arc<Builders>,
     max_connections: usize,
     mut signals: Signals,
 ) {
@@ -310,7 +314,7 @@ async fn accept_loop(
         let conn = Conn {
             apps: Arc::clone(&apps),
             app: Arc::clone(&app),
-            builder: Arc::clone(&builder),
+            builders: Arc::clone(&builder),
             role,
             peer,
             signals: signals.clone(),
@@ -330,93 +334,383 @@ struct Conn {
     apps: Arc<ArcSwap<App>>,
     /// The state when the connection was accepted: its timeouts.
     app: Arc<App>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    builders: Arc<Builders>,
     role: Role,
     peer: SocketAddr,
     signals: Signals,
 }
 
+/// An idle HTTP/1.1 connection on plain TCP gives up its buffers after this long: it is then
+/// only a socket waiting to become readable (see [`Conn::serve_plain`]).
+const PARK_AFTER: Duration = Duration::from_secs(1);
+
+/// How a connection's HTTP session ended.
+enum Ended {
+    /// The connection is finished (closed by either side, drained, or idle too long).
+    Closed,
+    /// Idle for [`PARK_AFTER`]: the HTTP state is gone, the socket is kept.
+    Parked,
+}
+
 impl Conn {
     async fn run(self, stream: TcpStream, tls: Option<TlsAcceptor>) {
-        match tls {
-            None => self.serve(stream, false).await,
-            Some(acceptor) => {
-                let timeout = self.app.config.server.header_read_timeout;
-                match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-                    Ok(Ok(stream)) => self.serve(stream, true).await,
-                    Ok(Err(e)) => {
-                        tracing::debug!(peer = %self.peer, error = %e, "TLS handshake failed")
+        let Some(acceptor) = tls else {
+            return self.serve_plain(stream).await;
+        };
+        let timeout = self.app.config.server.header_read_timeout;
+        match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+            Ok(Ok(stream)) => {
+                let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                let io = if h2 {
+                    Rewind::new(stream, Bytes::new())
+                } else {
+                    match self.sniff(stream).await {
+                        Some((io, true)) => return self.serve_h2(io, true).await,
+                        Some((io, false)) => io,
+                        None => return,
                     }
-                    Err(_) => tracing::debug!(peer = %self.peer, "TLS handshake timed out"),
+                };
+                if h2 {
+                    self.serve_h2(io, true).await;
+                } else {
+                    let activity = Arc::new(Activity::new());
+                    let _ = self.serve_h1(io, true, &activity).await;
                 }
+            }
+            Ok(Err(e)) => tracing::debug!(peer = %self.peer, error = %e, "TLS handshake failed"),
+            Err(_) => tracing::debug!(peer = %self.peer, "TLS handshake timed out"),
+        }
+    }
+
+    /// Plain TCP: HTTP/2 with prior knowledge, or HTTP/1.1. An HTTP/1.1 connection idle for
+    /// [`PARK_AFTER`] is parked: its HTTP state (buffers of about 16 KiB) is dropped and the
+    /// socket waits to become readable, when a fresh HTTP/1.1 session picks it up again.
+    async fn serve_plain(self, stream: TcpStream) {
+        let (io, h2) = match self.sniff(stream).await {
+            Some(sniffed) => sniffed,
+            None => return,
+        };
+        if h2 {
+            return self.serve_h2(io, false).await;
+        }
+        let activity = Arc::new(Activity::new());
+        let mut io = io;
+        loop {
+            let stream = match self.serve_h1(io, false, &activity).await {
+                Some(stream) => stream,
+                None => return,
+            };
+            let parked = matches!(self.role, Role::Public).then(|| self.app.metrics.parked());
+            if !self.wait_parked(&stream).await {
+                return;
+            }
+            drop(parked);
+            activity.touch();
+            io = Rewind::new(stream, Bytes::new());
+        }
+    }
+
+    /// Waits while parked. True if the client sent something; false if the connection is to
+    /// be closed (idle timeout, shutdown).
+    async fn wait_parked(&self, stream: &TcpStream) -> bool {
+        let (mut stop, mut force) = (self.signals.stop.clone(), self.signals.force.clone());
+        let idle = self.app.config.server.idle_timeout.saturating_sub(PARK_AFTER);
+        tokio::select! {
+            readable = stream.readable() => readable.is_ok(),
+            _ = tokio::time::sleep(idle) => false,
+            _ = raised(&mut stop) => false,
+            _ = raised(&mut force) => false,
+        }
+    }
+
+    /// Reads the client's first bytes until they are known to be the HTTP/2 preface or not;
+    /// the bytes read are replayed to the server. `None` if the client sent nothing in time.
+    async fn sniff<I>(&self, mut io: I) -> Option<(Rewind<I>, bool)>
+    where
+        I: AsyncRead + Unpin,
+    {
+        const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+        let mut seen = [0u8; PREFACE.len()];
+        let mut len = 0;
+        let read = async {
+            while len < seen.len() {
+                let n = io.read(&mut seen[len..]).await?;
+                if n == 0 {
+                    break;
+                }
+                len += n;
+                if !PREFACE.starts_with(&seen[..len]) {
+                    break;
+                }
+            }
+            Ok::<_, std::io::Error>(())
+        };
+        let timeout = self.app.config.server.header_read_timeout;
+        match tokio::time::timeout(timeout, read).await {
+            Ok(Ok(())) if len > 0 => {
+                let h2 = seen[..len] == *PREFACE;
+                Some((Rewind::new(io, Bytes::copy_from_slice(&seen[..len])), h2))
+            }
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => {
+                tracing::debug!(peer = %self.peer, error = %e, "connection failed before a request");
+                None
+            }
+            Err(_) => {
+                tracing::debug!(peer = %self.peer, "no request before the header read timeout");
+                None
             }
         }
     }
 
-    async fn serve<I>(self, io: I, tls: bool)
+    /// One HTTP/1.1 session on `io`. Returns the socket if the session was parked (plain TCP
+    /// only), else `None`.
+    async fn serve_h1<I>(
+        &self,
+        io: Rewind<I>,
+        tls: bool,
+        activity: &Arc<Activity>,
+    ) -> Option<I>
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let Conn {
-            apps,
-            app,
-            builder,
-            role,
-            peer,
-            signals,
-        } = self;
-        let (mut stop, mut force) = (signals.stop.clone(), signals.force.clone());
-        let idle_timeout = app.config.server.idle_timeout;
+        activity.parking.store(false, Ordering::Relaxed);
+        let mut io = io;
+        io.parking = Some(Arc::clone(activity));
+        let service = self.service(tls, activity);
+        let conn = self
+            .builders
+            .h1
+            .serve_connection(TokioIo::new(io), service)
+            .with_upgrades();
+        // Boxed, so that a parked connection frees the session's state.
+        let mut conn = Box::pin(conn);
+        let may_park = !tls;
+        match self.drive(conn.as_mut(), activity, may_park).await {
+            Ended::Closed => None,
+            Ended::Parked => {
+                let parts = Pin::into_inner(conn).into_parts()?;
+                let rewind = parts.io.into_inner();
+                // Bytes of a next request already read: parking would lose them. Never the
+                // case for a connection idle this long, but if it were, close it.
+                (parts.read_buf.is_empty() && rewind.prefix.is_empty()).then_some(rewind.inner)
+            }
+        }
+    }
+
+    async fn serve_h2<I>(&self, io: Rewind<I>, tls: bool)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let activity = Arc::new(Activity::new());
-        let ctx = Arc::new(Ctx {
-            peer,
-            tls,
-            signals: signals.clone(),
-        });
-        let service = {
-            let activity = Arc::clone(&activity);
-            service_fn(move |request: Request<Incoming>| {
-                let app = apps.load_full();
-                let ctx = Arc::clone(&ctx);
-                let in_flight = activity.begin();
-                async move {
-                    let response = match role {
-                        Role::Public => pipeline::handle(&app, &ctx, request).await,
-                        Role::Admin => admin::handle(&app, &request).await,
-                    };
-                    Ok::<_, Infallible>(response.map(|body| Guarded {
-                        inner: body,
-                        _in_flight: in_flight,
-                    }))
-                }
-            })
-        };
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+        let service = self.service(tls, &activity);
+        let conn = self.builders.h2.serve_connection(TokioIo::new(io), service);
         tokio::pin!(conn);
-        let mut tick = tokio::time::interval((idle_timeout / 4).max(Duration::from_millis(50)));
+        self.drive(conn, &activity, false).await;
+    }
+
+    /// The request handler of one HTTP session.
+    fn service(
+        &self,
+        tls: bool,
+        activity: &Arc<Activity>,
+    ) -> impl hyper::service::Service<
+        Request<Incoming>,
+        Response = hyper::Response<Guarded>,
+        Error = Infallible,
+        Future = impl Future<Output = Result<hyper::Response<Guarded>, Infallible>> + Send + use<>,
+    > + Clone
+    + Send
+    + use<> {
+        let ctx = Arc::new(Ctx {
+            peer: self.peer,
+            tls,
+            signals: self.signals.clone(),
+        });
+        request_handler(Arc::clone(&self.apps), self.role, ctx, Arc::clone(activity))
+    }
+
+    /// Runs an HTTP session until it ends: closes it gracefully on shutdown and after the
+    /// idle timeout, parks it after [`PARK_AFTER`] if `may_park`, and drops it when forced.
+    async fn drive<C>(&self, mut conn: Pin<&mut C>, activity: &Activity, may_park: bool) -> Ended
+    where
+        C: Future<Output = hyper::Result<()>> + Graceful,
+    {
+        let (mut stop, mut force) = (self.signals.stop.clone(), self.signals.force.clone());
+        let idle_timeout = self.app.config.server.idle_timeout;
+        let mut every = (idle_timeout / 4).max(Duration::from_millis(50));
+        if may_park {
+            every = every.min(PARK_AFTER / 2);
+        }
+        let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut draining = false;
         loop {
             tokio::select! {
                 result = conn.as_mut() => {
                     if let Err(e) = result {
-                        tracing::debug!(%peer, error = %crate::error::DisplayChain(e.as_ref()), "connection ended with an error");
+                        tracing::debug!(peer = %self.peer, error = %crate::error::DisplayChain(&e), "connection ended with an error");
                     }
-                    break;
+                    let parked = activity.parking.load(Ordering::Relaxed);
+                    return if parked { Ended::Parked } else { Ended::Closed };
                 }
                 _ = raised(&mut stop), if !draining => {
-                    conn.as_mut().graceful_shutdown();
+                    activity.parking.store(false, Ordering::Relaxed);
+                    conn.as_mut().graceful();
                     draining = true;
                 }
                 _ = tick.tick(), if !draining => {
-                    if activity.idle_for() >= idle_timeout {
-                        conn.as_mut().graceful_shutdown();
+                    let idle = activity.idle_for();
+                    if idle >= idle_timeout {
+                        conn.as_mut().graceful();
+                        draining = true;
+                    } else if may_park && idle >= PARK_AFTER {
+                        activity.parking.store(true, Ordering::Relaxed);
+                        conn.as_mut().graceful();
                         draining = true;
                     }
                 }
-                _ = raised(&mut force) => break,
+                _ = raised(&mut force) => return Ended::Closed,
             }
         }
+    }
+}
+
+/// Hands each request of an HTTP session to the pipeline (or the admin handler).
+fn request_handler(
+    apps: Arc<ArcSwap<App>>,
+    role: Role,
+    ctx: Arc<Ctx>,
+    activity: Arc<Activity>,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = hyper::Response<Guarded>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<hyper::Response<Guarded>, Infallible>> + Send + use<>,
+> + Clone
++ Send
++ use<> {
+    service_fn(move |request: Request<Incoming>| {
+        let app = apps.load_full();
+        let ctx = Arc::clone(&ctx);
+        let in_flight = activity.begin();
+        async move {
+            let response = match role {
+                Role::Public => pipeline::handle(&app, &ctx, request).await,
+                Role::Admin => admin::handle(&app, &request).await,
+            };
+            Ok::<_, Infallible>(response.map(|body| Guarded {
+                inner: body,
+                _in_flight: in_flight,
+            }))
+        }
+    })
+}
+
+/// A server connection that can be asked to finish.
+trait Graceful {
+    fn graceful(self: Pin<&mut Self>);
+}
+
+impl<I, S, B> Graceful for http1::UpgradeableConnection<I, S>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = B>,
+    S::Error: Into<BoxError>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    B: HttpBody + 'static,
+    B::Error: Into<BoxError>,
+{
+    fn graceful(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<I, S, B> Graceful for http2::Connection<I, S, TokioExecutor>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = B>,
+    S::Error: Into<BoxError>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    B: HttpBody + 'static,
+    B::Error: Into<BoxError>,
+    TokioExecutor: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
+{
+    fn graceful(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A connection's I/O with bytes already read put back in front. Its shutdown is skipped
+    /// while the connection is being parked, so that the socket stays open.
+    struct Rewind<I> {
+        prefix: Bytes,
+        #[pin]
+        inner: I,
+        parking: Option<Arc<Activity>>,
+    }
+}
+
+impl<I> Rewind<I> {
+    fn new(inner: I, prefix: Bytes) -> Self {
+        Self {
+            prefix,
+            inner,
+            parking: None,
+        }
+    }
+}
+
+impl<I: AsyncRead> AsyncRead for Rewind<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.project();
+        if !this.prefix.is_empty() {
+            let n = this.prefix.len().min(buf.remaining());
+            buf.put_slice(&this.prefix.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
+        this.inner.poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncWrite> AsyncWrite for Rewind<I> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.project().inner.poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        self.project().inner.poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.project();
+        if this
+            .parking
+            .as_ref()
+            .is_some_and(|a| a.parking.load(Ordering::Relaxed))
+        {
+            return Poll::Ready(Ok(()));
+        }
+        this.inner.poll_shutdown(cx)
     }
 }
 
@@ -425,6 +719,8 @@ struct Activity {
     epoch: Instant,
     in_flight: AtomicUsize,
     last_ms: AtomicU64,
+    /// Set while an idle HTTP/1.1 session is being parked.
+    parking: AtomicBool,
 }
 
 impl Activity {
@@ -433,7 +729,13 @@ impl Activity {
             epoch: Instant::now(),
             in_flight: AtomicUsize::new(0),
             last_ms: AtomicU64::new(0),
+            parking: AtomicBool::new(false),
         }
+    }
+
+    /// Counts now as the last activity (a parked connection woke up).
+    fn touch(&self) {
+        self.last_ms.store(self.now_ms(), Ordering::Relaxed);
     }
 
     fn begin(self: &Arc<Self>) -> InFlight {

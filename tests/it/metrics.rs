@@ -83,3 +83,58 @@ async fn counters_follow_the_requests() {
     );
     assert!(text.trim_end().ends_with("# EOF"));
 }
+
+/// Reads one HTTP/1.1 response with a Content-Length body from `stream`.
+async fn read_response(stream: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map_or(0, |v| v.trim().parse().unwrap());
+            if buf.len() >= end + 4 + length {
+                return String::from_utf8_lossy(&buf[..end + 4 + length]).into_owned();
+            }
+        }
+        let n = stream.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "connection closed mid-response: {buf:?}");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[tokio::test]
+async fn idle_keep_alive_connections_are_parked_and_wake_up() {
+    use tokio::io::AsyncWriteExt;
+    let up = Upstream::named("web").await;
+    let proxy = crate::support::proxy_to(&up).await;
+    let admin = proxy.admin_addr().expect("the admin listener is on");
+    let parked = || async {
+        let page = Browser::new(admin).get("/metrics").await;
+        sample(&page.body, "stagedoor_connections_parked")
+    };
+
+    let mut client = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+    client
+        .write_all(b"GET /first HTTP/1.1\r\nHost: web\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_response(&mut client).await.starts_with("HTTP/1.1 200"));
+    assert_eq!(parked().await, 0.0, "busy a moment ago");
+    tokio::time::sleep(std::time::Duration::from_millis(2000)).await;
+    assert_eq!(parked().await, 1.0, "idle for longer than a second");
+
+    // The parked connection serves the next request, and is active again.
+    client
+        .write_all(b"GET /second HTTP/1.1\r\nHost: web\r\n\r\n")
+        .await
+        .unwrap();
+    let response = read_response(&mut client).await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.ends_with("web"), "{response}");
+    assert_eq!(up.last().uri, "/second");
+    assert_eq!(parked().await, 0.0);
+}
