@@ -17,9 +17,9 @@ use bytes::Bytes;
 use http::Request;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper::server::conn::{http1, http2};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
@@ -354,9 +354,15 @@ enum Ended {
 
 impl Conn {
     async fn run(self, stream: TcpStream, tls: Option<TlsAcceptor>) {
-        let Some(acceptor) = tls else {
-            return self.serve_plain(stream).await;
-        };
+        match tls {
+            None => self.serve_plain(stream).await,
+            // Boxed: a TLS connection's state is large, and the future of a plain one, which
+            // lives as long as its connection (parked or not), should not carry room for it.
+            Some(acceptor) => Box::pin(self.serve_tls(stream, acceptor)).await,
+        }
+    }
+
+    async fn serve_tls(self, stream: TcpStream, acceptor: TlsAcceptor) {
         let timeout = self.app.config.server.header_read_timeout;
         match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
             Ok(Ok(stream)) => {
@@ -414,7 +420,12 @@ impl Conn {
     /// be closed (idle timeout, shutdown).
     async fn wait_parked(&self, stream: &TcpStream) -> bool {
         let (mut stop, mut force) = (self.signals.stop.clone(), self.signals.force.clone());
-        let idle = self.app.config.server.idle_timeout.saturating_sub(PARK_AFTER);
+        let idle = self
+            .app
+            .config
+            .server
+            .idle_timeout
+            .saturating_sub(PARK_AFTER);
         tokio::select! {
             readable = stream.readable() => readable.is_ok(),
             _ = tokio::time::sleep(idle) => false,
@@ -465,12 +476,7 @@ impl Conn {
 
     /// One HTTP/1.1 session on `io`. Returns the socket if the session was parked (plain TCP
     /// only), else `None`.
-    async fn serve_h1<I>(
-        &self,
-        io: Rewind<I>,
-        tls: bool,
-        activity: &Arc<Activity>,
-    ) -> Option<I>
+    async fn serve_h1<I>(&self, io: Rewind<I>, tls: bool, activity: &Arc<Activity>) -> Option<I>
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -504,9 +510,9 @@ impl Conn {
     {
         let activity = Arc::new(Activity::new());
         let service = self.service(tls, &activity);
-        let conn = self.builders.h2.serve_connection(TokioIo::new(io), service);
-        tokio::pin!(conn);
-        self.drive(conn, &activity, false).await;
+        // Boxed for the same reason as TLS in `run`.
+        let mut conn = Box::pin(self.builders.h2.serve_connection(TokioIo::new(io), service));
+        self.drive(conn.as_mut(), &activity, false).await;
     }
 
     /// The request handler of one HTTP session.
