@@ -99,7 +99,7 @@ preflight() {
     done
     # 1000 held connections need more descriptors than the usual soft limit of 1024.
     ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-    (($(ulimit -n) > HOLD_CONNS + 100)) || die "open-file limit $(ulimit -n) is too low"
+    (($(ulimit -n) > 2 * HOLD_CONNS + 100)) || die "open-file limit $(ulimit -n) is too low"
 }
 
 port_open() {
@@ -244,32 +244,54 @@ rss_kib() {
     echo "$total"
 }
 
-# measure_memory NAME PORT: appends "NAME idle busy still_open" to $TMP/memory.tsv.
-measure_memory() {
-    local name=$1 port=$2 idle busy open hold i out
-    out=$TMP/hold.$name
+# hold_batch NAME PORT TAG: opens $HOLD_CONNS keep-alive connections (one request each) that
+# stay open in the background, waits until they are all answered, then 2 s more (so that
+# Stagedoor's idle connections are parked). Sets HELD_PID.
+hold_batch() {
+    local name=$1 port=$2 out=$TMP/hold.$1.$3 i
     : >"$out"
-    # shellcheck disable=SC2046  # word splitting of the pid list is intended
-    idle=$(rss_kib $(proxy_pids "$name"))
-    python3 "$BENCH_DIR/hold_conns.py" --port "$port" --count "$HOLD_CONNS" --hold 120 >"$out" 2>&1 &
-    hold=$!
-    STARTED_PIDS+=("$hold")
+    python3 "$BENCH_DIR/hold_conns.py" --port "$port" --count "$HOLD_CONNS" --hold 300 >"$out" 2>&1 &
+    HELD_PID=$!
+    STARTED_PIDS+=("$HELD_PID")
     for ((i = 0; i < 600; i++)); do
         grep -q '^ready' "$out" && break
-        kill -0 "$hold" 2>/dev/null || { cat "$out" >&2; die "holding connections to $name failed"; }
+        kill -0 "$HELD_PID" 2>/dev/null || { cat "$out" >&2; die "holding connections to $name failed"; }
         sleep 0.1
     done
     grep -q '^ready' "$out" || die "holding $HOLD_CONNS connections to $name timed out"
-    sleep 1
+    sleep 2
+}
+
+# release_batch NAME TAG PID: closes a held batch; prints how many connections the proxy had kept.
+release_batch() {
+    local name=$1 out=$TMP/hold.$1.$2 pid=$3
+    kill -TERM "$pid"
+    wait "$pid" || die "connection holder for $name failed: $(cat "$out")"
+    forget_pid "$pid"
+    awk '/^open/ { print $2 }' "$out"
+}
+
+# measure_memory NAME PORT: appends "NAME idle first second still_open" to $TMP/memory.tsv:
+# RSS idle, with one batch of idle connections, and with a second batch on top. The first
+# batch's growth includes buffers that idle connections later give back; the second batch
+# shows the steady cost of one more idle connection.
+measure_memory() {
+    local name=$1 port=$2 idle first second open_a open_b pid_a pid_b
+    # shellcheck disable=SC2046  # word splitting of the pid list is intended
+    idle=$(rss_kib $(proxy_pids "$name"))
+    hold_batch "$name" "$port" a
+    pid_a=$HELD_PID
     # shellcheck disable=SC2046
-    busy=$(rss_kib $(proxy_pids "$name"))
-    kill -TERM "$hold"
-    wait "$hold" || die "connection holder for $name failed: $(cat "$out")"
-    forget_pid "$hold"
-    open=$(awk '/^open/ { print $2 }' "$out")
-    printf '%s\t%s\t%s\t%s\n' "$name" "$idle" "$busy" "$open" >>"$TMP/memory.tsv"
-    log "$name RSS: idle ${idle} KiB, with $HOLD_CONNS connections ${busy} KiB ($open still open)"
-    ((open == HOLD_CONNS)) || log "warning: $name closed $((HOLD_CONNS - open)) held connections; its KiB/conn is unreliable"
+    first=$(rss_kib $(proxy_pids "$name"))
+    hold_batch "$name" "$port" b
+    pid_b=$HELD_PID
+    # shellcheck disable=SC2046
+    second=$(rss_kib $(proxy_pids "$name"))
+    open_a=$(release_batch "$name" a "$pid_a")
+    open_b=$(release_batch "$name" b "$pid_b")
+    printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$idle" "$first" "$second" "$((open_a + open_b))" >>"$TMP/memory.tsv"
+    log "$name RSS: idle ${idle} KiB, +$HOLD_CONNS connections ${first} KiB, +$HOLD_CONNS more ${second} KiB ($((open_a + open_b)) still open)"
+    ((open_a + open_b == 2 * HOLD_CONNS)) || log "warning: $name closed some held connections; its KiB/conn is unreliable"
 }
 
 # Prints "req/s p50_us p99_us requests errors" from wrk --latency output.
@@ -412,11 +434,16 @@ EOF
 
 ## Memory (RSS; nginx is master + worker)
 
-| proxy | idle (KiB) | with $HOLD_CONNS idle keep-alive conns (KiB) | KiB per conn | conns still open |
-|---|---:|---:|---:|---:|
+Two batches of $HOLD_CONNS keep-alive connections; each connection sends one request, then
+idles. RSS is read 2 s after each batch is answered. The first batch's growth includes the
+buffers its connections held while busy; the second shows what one more idle connection costs
+(Stagedoor parks idle HTTP/1.1 connections after 1 s and reuses what they gave back).
+
+| proxy | idle (KiB) | + $HOLD_CONNS conns (KiB) | + $HOLD_CONNS more (KiB) | KiB per conn, first | KiB per conn, second | conns still open |
+|---|---:|---:|---:|---:|---:|---:|
 EOF
     awk -F'\t' -v n="$HOLD_CONNS" \
-        '{ printf "| %s | %d | %d | %.1f | %d |\n", $1, $2, $3, ($3 - $2) / n, $4 }' "$TMP/memory.tsv"
+        '{ printf "| %s | %d | %d | %d | %.1f | %.1f | %d |\n", $1, $2, $3, $4, ($3 - $2) / n, ($4 - $3) / n, $5 }' "$TMP/memory.tsv"
 }
 
 main() {
