@@ -262,13 +262,14 @@ hold_batch() {
     sleep 2
 }
 
-# release_batch NAME TAG PID: closes a held batch; prints how many connections the proxy had kept.
+# release_batch NAME TAG PID: closes a held batch; sets STILL_OPEN to how many connections the
+# proxy had kept. (Not a command substitution: a subshell cannot wait for the holder.)
 release_batch() {
     local name=$1 out=$TMP/hold.$1.$2 pid=$3
     kill -TERM "$pid"
     wait "$pid" || die "connection holder for $name failed: $(cat "$out")"
     forget_pid "$pid"
-    awk '/^open/ { print $2 }' "$out"
+    STILL_OPEN=$(awk '/^open/ { print $2 }' "$out")
 }
 
 # measure_memory NAME PORT: appends "NAME idle first second still_open" to $TMP/memory.tsv:
@@ -287,8 +288,10 @@ measure_memory() {
     pid_b=$HELD_PID
     # shellcheck disable=SC2046
     second=$(rss_kib $(proxy_pids "$name"))
-    open_a=$(release_batch "$name" a "$pid_a")
-    open_b=$(release_batch "$name" b "$pid_b")
+    release_batch "$name" a "$pid_a"
+    open_a=$STILL_OPEN
+    release_batch "$name" b "$pid_b"
+    open_b=$STILL_OPEN
     printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$idle" "$first" "$second" "$((open_a + open_b))" >>"$TMP/memory.tsv"
     log "$name RSS: idle ${idle} KiB, +$HOLD_CONNS connections ${first} KiB, +$HOLD_CONNS more ${second} KiB ($((open_a + open_b)) still open)"
     ((open_a + open_b == 2 * HOLD_CONNS)) || log "warning: $name closed some held connections; its KiB/conn is unreliable"
