@@ -30,6 +30,14 @@ fn oidc_config(port: u16, issuer: &str, upstream: &Upstream, extra: &str) -> Con
 /// Follows a sign-in from a protected `path` through the provider's login form as `login`.
 /// Returns the browser and Stagedoor's final answer (the redirect back to `path`).
 pub(crate) async fn sign_in(addr: SocketAddr, path: &str, login: &str) -> (Browser, Page) {
+    let (mut browser, callback) = reach_callback(addr, path, login).await;
+    let done = browser.get(&callback).await;
+    (browser, done)
+}
+
+/// As [`sign_in`], up to the provider's redirect back to Stagedoor: returns the browser and the
+/// callback URL, not yet visited.
+async fn reach_callback(addr: SocketAddr, path: &str, login: &str) -> (Browser, String) {
     let mut browser = Browser::new(addr);
     let protected = browser.get(path).await;
     assert_eq!(protected.status, StatusCode::FOUND);
@@ -65,8 +73,7 @@ pub(crate) async fn sign_in(addr: SocketAddr, path: &str, login: &str) -> (Brows
     for _ in 0..10 {
         let next = absolute(&page, &browser);
         if next.starts_with(&format!("http://{addr}/oauth2/callback")) {
-            let done = browser.get(&next).await;
-            return (browser, done);
+            return (browser, next);
         }
         assert!(
             page.status.is_redirection(),
@@ -170,6 +177,78 @@ async fn forged_state_on_the_callback_is_refused() {
     assert!(!refused.body.contains("<script>"));
     assert!(!browser.jar.contains_key("_stagedoor"));
     assert!(up.seen().is_empty());
+}
+
+#[tokio::test]
+async fn replayed_foreign_and_reused_callbacks_are_refused() {
+    let up = Upstream::named("web").await;
+    let port = free_port();
+    let op = OpenIdProvider::start(&format!("http://127.0.0.1:{port}/oauth2/callback"), 3600);
+    let proxy = start(oidc_config(port, &op.issuer, &up, "")).await;
+    let addr = proxy.addr();
+    let no_session = |b: &Browser| {
+        !b.jar
+            .keys()
+            .any(|k| k.starts_with("_stagedoor") && !k.ends_with("_csrf"))
+    };
+
+    // Alice's callback works once.
+    let (mut alice, callback) = reach_callback(addr, "/", "alice").await;
+    let done = alice.get(&callback).await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER);
+    assert!(!no_session(&alice));
+    // Replayed: in the same browser (its sign-in state is spent) and in another one.
+    let mut replay = Browser::new(addr);
+    replay.jar = alice.jar.clone();
+    replay.jar.retain(|k, _| k.ends_with("_csrf"));
+    assert_eq!(replay.get(&callback).await.status, StatusCode::BAD_REQUEST);
+    assert!(no_session(&replay));
+    let mut stranger = Browser::new(addr);
+    assert_eq!(
+        stranger.get(&callback).await.status,
+        StatusCode::BAD_REQUEST
+    );
+    assert!(no_session(&stranger));
+
+    // Reused code: a fresh sign-in's genuine state, with the code alice already spent. The
+    // provider refuses the code, and no session comes of it.
+    let start_page = stranger.get("/oauth2/start?rd=/").await;
+    let state = start_page
+        .location()
+        .split(['?', '&'])
+        .find_map(|p| p.strip_prefix("state="))
+        .expect("a state")
+        .to_string();
+    let code = callback
+        .split(['?', '&'])
+        .find_map(|p| p.strip_prefix("code="))
+        .expect("a code")
+        .to_string();
+    let reused = stranger
+        .get(&format!("/oauth2/callback?code={code}&state={state}"))
+        .await;
+    assert!(
+        reused.status.is_client_error() || reused.status.is_server_error(),
+        "{}",
+        reused.status
+    );
+    assert!(no_session(&stranger));
+
+    // Foreign: a callback (code and state) meant for one browser, opened in another that
+    // started a sign-in of its own. Refused before the code is used: the first can finish.
+    let (mut owner, owner_callback) = reach_callback(addr, "/", "alice").await;
+    let mut other = Browser::new(addr);
+    let started = other.get("/oauth2/start?rd=/").await;
+    assert!(started.status.is_redirection());
+    let foreign = other.get(&owner_callback).await;
+    assert_eq!(foreign.status, StatusCode::BAD_REQUEST);
+    assert!(no_session(&other));
+    let finished = owner.get(&owner_callback).await;
+    assert_eq!(finished.status, StatusCode::SEE_OTHER);
+    assert!(!no_session(&owner));
+
+    // None of it reached the upstream.
+    assert!(up.seen().is_empty(), "nothing forwarded during sign-in");
 }
 
 #[tokio::test]
