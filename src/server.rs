@@ -483,7 +483,12 @@ impl Conn {
         activity.parking.store(false, Ordering::Relaxed);
         let mut io = io;
         io.parking = Some(Arc::clone(activity));
-        let service = self.service(tls, activity);
+        let service = request_handler(
+            Arc::clone(&self.apps),
+            self.role,
+            self.ctx(tls),
+            Arc::clone(activity),
+        );
         let conn = self
             .builders
             .h1
@@ -509,31 +514,24 @@ impl Conn {
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let activity = Arc::new(Activity::new());
-        let service = self.service(tls, &activity);
+        let service = request_handler(
+            Arc::clone(&self.apps),
+            self.role,
+            self.ctx(tls),
+            Arc::clone(&activity),
+        );
         // Boxed for the same reason as TLS in `run`.
         let mut conn = Box::pin(self.builders.h2.serve_connection(TokioIo::new(io), service));
         self.drive(conn.as_mut(), &activity, false).await;
     }
 
-    /// The request handler of one HTTP session.
-    fn service(
-        &self,
-        tls: bool,
-        activity: &Arc<Activity>,
-    ) -> impl hyper::service::Service<
-        Request<Incoming>,
-        Response = hyper::Response<Guarded>,
-        Error = Infallible,
-        Future = impl Future<Output = Result<hyper::Response<Guarded>, Infallible>> + Send + use<>,
-    > + Clone
-    + Send
-    + use<> {
-        let ctx = Arc::new(Ctx {
+    /// What the handler of one HTTP session knows about its connection.
+    fn ctx(&self, tls: bool) -> Arc<Ctx> {
+        Arc::new(Ctx {
             peer: self.peer,
             tls,
             signals: self.signals.clone(),
-        });
-        request_handler(Arc::clone(&self.apps), self.role, ctx, Arc::clone(activity))
+        })
     }
 
     /// Runs an HTTP session until it ends: closes it gracefully on shutdown and after the

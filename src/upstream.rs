@@ -242,16 +242,8 @@ impl Upstream {
         let keepalive = socket2::TcpKeepalive::new().with_time(Duration::from_secs(60));
         let _ = socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive);
         let peer = tcp.peer_addr().ok();
-        let builder = http1::Builder::new();
         let sender = match &c.tls {
-            None => {
-                let (sender, conn) = builder
-                    .handshake(TokioIo::new(tcp))
-                    .await
-                    .map_err(|e| error(Box::new(e)))?;
-                spawn_connection(conn.with_upgrades(), peer);
-                sender
-            }
+            None => handshake(tcp, peer).await,
             Some((connector, name)) => {
                 let tls = tokio::time::timeout(c.timeout, connector.connect(name.clone(), tcp))
                     .await
@@ -259,16 +251,24 @@ impl Upstream {
                         upstream: self.name.clone(),
                     })?
                     .map_err(|e| error(Box::new(e)))?;
-                let (sender, conn) = builder
-                    .handshake(TokioIo::new(tls))
-                    .await
-                    .map_err(|e| error(Box::new(e)))?;
-                spawn_connection(conn.with_upgrades(), peer);
-                sender
+                handshake(tls, peer).await
             }
         };
-        Ok(sender)
+        sender.map_err(|e| error(Box::new(e)))
     }
+}
+
+/// The HTTP/1.1 handshake on a new connection, whose I/O then runs in a task of its own.
+async fn handshake<I>(
+    io: I,
+    peer: Option<SocketAddr>,
+) -> Result<http1::SendRequest<Body>, hyper::Error>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = http1::Builder::new().handshake(TokioIo::new(io)).await?;
+    spawn_connection(conn.with_upgrades(), peer);
+    Ok(sender)
 }
 
 /// How to reach the upstream.

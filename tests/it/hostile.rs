@@ -1,6 +1,8 @@
 //! Hostile input through a running gate: request-smuggling shapes aimed at a protected path
-//! from behind a public one, and identity headers forged in every spelling on plain requests
-//! and WebSocket upgrades. Each case checks the refusal and what the upstream saw.
+//! from behind a public one, identity headers forged in every spelling on plain requests and
+//! WebSocket upgrades, open-redirect payloads, and spoiled session cookies (tampered, expired,
+//! sealed under another secret, chunks shuffled or missing). Each case checks the refusal and
+//! what the upstream saw. Callback replay and foreign state are in `oidc.rs`.
 
 use futures_util::{SinkExt, StreamExt};
 use http::StatusCode;
@@ -225,4 +227,96 @@ async fn open_redirect_payloads_go_nowhere_on_any_redirecting_parameter() {
         assert_eq!(done.location(), "/", "start rd={payload:?}");
     }
     assert!(up.seen().is_empty());
+}
+
+/// A `Cookie` header carrying `cookies` (as `Set-Cookie` would have set them).
+fn cookie_header(cookies: &[cookie::Cookie<'static>]) -> String {
+    cookies
+        .iter()
+        .filter(|c| !c.value().is_empty())
+        .map(|c| format!("{}={}", c.name(), c.value()))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[tokio::test]
+async fn tampered_expired_foreign_and_shuffled_session_cookies_are_no_session() {
+    use stagedoor::session::{Codec, CookieSettings};
+    let up = Upstream::named("web").await;
+    let proxy = start(dev_config(&up, "")).await;
+    let settings = || CookieSettings {
+        name: "_stagedoor".into(),
+        domain: None,
+        path: "/".into(),
+        secure: false,
+        expire: std::time::Duration::from_secs(3600),
+    };
+    let secret = stagedoor::config::decode_cookie_secret(crate::support::TEST_SECRET).unwrap();
+    let ours = Codec::new(&secret, &[], settings());
+    let theirs = Codec::new(b"another secret, also 32 bytes or more", &[], settings());
+
+    // Alice's real session is the template; sealed again under the right secret, it works.
+    let (alice, _) = sign_in(proxy.addr(), "/", "alice@example.com").await;
+    let mut jar = http::HeaderMap::new();
+    jar.insert(http::header::COOKIE, alice.cookie_header().parse().unwrap());
+    let template = ours.read_session(&jar).expect("alice's cookie opens");
+    let get = |cookie: String| {
+        let addr = proxy.addr();
+        async move {
+            let (status, _, _) = crate::support::get(
+                addr,
+                "/api/catalog",
+                &[("cookie", &cookie), ("accept", "application/json")],
+            )
+            .await;
+            status
+        }
+    };
+    let empty = http::HeaderMap::new();
+    let valid = ours.write_session(&template, &empty);
+    assert_eq!(
+        get(cookie_header(&valid)).await,
+        StatusCode::OK,
+        "the control"
+    );
+
+    // Every spoiled variant is no session: 401, and the upstream hears nothing of it.
+    let before = up.seen().len();
+    let mut expired = template.clone();
+    expired.expires_at = expired.created_at.saturating_sub(1);
+    let mut tampered = valid.clone();
+    let value = tampered[0].value().to_string();
+    let flipped = if value.ends_with('A') { 'B' } else { 'A' };
+    tampered[0].set_value(format!("{}{flipped}", &value[..value.len() - 1]));
+    let mut big = template.clone();
+    big.groups = (0..600).map(|i| format!("group-number-{i:04}")).collect();
+    let chunks = ours.write_session(&big, &empty);
+    assert!(chunks.len() >= 3, "a session large enough to be chunked");
+    assert_eq!(
+        get(cookie_header(&chunks)).await,
+        StatusCode::OK,
+        "chunked control"
+    );
+    let before = before + 1;
+    let mut shuffled = chunks.clone();
+    let (a, b) = (
+        shuffled[0].value().to_string(),
+        shuffled[1].value().to_string(),
+    );
+    shuffled[0].set_value(b);
+    shuffled[1].set_value(a);
+    for (case, cookies) in [
+        ("expired", ours.write_session(&expired, &empty)),
+        ("another secret", theirs.write_session(&template, &empty)),
+        ("tampered", tampered),
+        ("chunks shuffled", shuffled),
+        ("a chunk missing", chunks[1..].to_vec()),
+    ] {
+        assert_eq!(
+            get(cookie_header(&cookies)).await,
+            StatusCode::UNAUTHORIZED,
+            "{case}"
+        );
+    }
+    assert_eq!(up.seen().len(), before, "no refused request was forwarded");
 }
