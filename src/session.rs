@@ -104,32 +104,55 @@ impl std::fmt::Debug for Memo {
 /// Sessions opened from cookies, by sealed value, so that a session's later requests skip
 /// decryption and parsing. Only values that opened are kept, and an entry is used only while
 /// its session has not expired, so the cache admits nothing the cookie alone would not. It is
-/// bounded: when full, expired entries go, and if that is not enough, all of them.
+/// bounded in entries and in bytes: when full, expired entries go, and if that is not enough,
+/// all of them.
 #[derive(Debug, Default)]
 pub struct OpenedSessions {
-    map: RwLock<HashMap<Box<str>, Arc<Session>, foldhash::fast::RandomState>>,
+    inner: RwLock<Opened>,
 }
 
-/// Most sessions [`OpenedSessions`] holds (a few MiB at most).
+#[derive(Debug, Default)]
+struct Opened {
+    map: HashMap<Box<str>, Arc<Session>, foldhash::fast::RandomState>,
+    /// Sum of the sealed values' lengths; the opened sessions take about as much again.
+    bytes: usize,
+}
+
+/// Most sessions [`OpenedSessions`] holds.
 const MAX_OPENED: usize = 10_000;
+/// Most bytes of sealed values it holds (sessions with large tokens or many groups reach
+/// the limit before the count does): about 32 MiB with the sessions themselves.
+const MAX_OPENED_BYTES: usize = 16 << 20;
 
 impl OpenedSessions {
     fn get(&self, sealed: &str, now: u64) -> Option<Arc<Session>> {
-        let map = self.map.read().unwrap_or_else(PoisonError::into_inner);
-        map.get(sealed)
+        let inner = self.inner.read().unwrap_or_else(PoisonError::into_inner);
+        inner
+            .map
+            .get(sealed)
             .filter(|s| s.expires_at > now)
             .map(Arc::clone)
     }
 
     fn insert(&self, sealed: String, session: Arc<Session>, now: u64) {
-        let mut map = self.map.write().unwrap_or_else(PoisonError::into_inner);
-        if map.len() >= MAX_OPENED {
-            map.retain(|_, s| s.expires_at > now);
-            if map.len() >= MAX_OPENED {
-                map.clear();
+        let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+        // The same value opened twice at once (two requests): kept once, counted once.
+        if let Some(known) = inner.map.get_mut(sealed.as_str()) {
+            *known = session;
+            return;
+        }
+        let full =
+            |o: &Opened| o.map.len() >= MAX_OPENED || o.bytes + sealed.len() > MAX_OPENED_BYTES;
+        if full(&inner) {
+            inner.map.retain(|_, s| s.expires_at > now);
+            inner.bytes = inner.map.keys().map(|k| k.len()).sum();
+            if full(&inner) {
+                inner.map.clear();
+                inner.bytes = 0;
             }
         }
-        map.insert(sealed.into_boxed_str(), session);
+        inner.bytes += sealed.len();
+        inner.map.insert(sealed.into_boxed_str(), session);
     }
 }
 
@@ -656,7 +679,7 @@ mod tests {
         for _ in 0..2 {
             assert_eq!(codec.read_session_shared(&request_with(&tampered)), None);
         }
-        assert_eq!(codec.opened.map.read().unwrap().len(), 1);
+        assert_eq!(codec.opened.inner.read().unwrap().map.len(), 1);
 
         // A remembered session that has since expired is not handed out.
         let mut short = session(0);
@@ -665,6 +688,30 @@ mod tests {
         assert!(codec.read_session_shared(&request_with(&cookies)).is_some());
         std::thread::sleep(Duration::from_millis(2100));
         assert_eq!(codec.read_session_shared(&request_with(&cookies)), None);
+    }
+
+    #[test]
+    fn remembered_sessions_are_bounded_in_bytes() {
+        let opened = OpenedSessions::default();
+        let now = now();
+        let one = Arc::new(session(0));
+        let big = "x".repeat(MAX_OPENED_BYTES / 4);
+        for i in 0..3 {
+            opened.insert(format!("{i}{big}"), Arc::clone(&one), now);
+        }
+        opened.insert(format!("0{big}"), Arc::clone(&one), now);
+        {
+            let inner = opened.inner.read().unwrap();
+            assert_eq!(inner.map.len(), 3, "the fourth value was the first again");
+            assert_eq!(inner.bytes, 3 * (big.len() + 1));
+        }
+        // A fourth distinct value would pass the limit: the unexpired ones cannot be dropped
+        // one by one, so all go.
+        opened.insert(format!("3{big}"), Arc::clone(&one), now);
+        let inner = opened.inner.read().unwrap();
+        assert_eq!(inner.map.len(), 1);
+        assert_eq!(inner.bytes, big.len() + 1);
+        assert!(inner.bytes <= MAX_OPENED_BYTES);
     }
 
     #[test]
