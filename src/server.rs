@@ -366,19 +366,20 @@ impl Conn {
         let timeout = self.app.config.server.header_read_timeout;
         match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
             Ok(Ok(stream)) => {
-                let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-                let io = if h2 {
-                    Rewind::new(stream, Bytes::new())
+                // ALPN decides; without it, the client's first bytes do, as on plain TCP.
+                let (io, h2) = if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                    (Rewind::new(stream, Bytes::new()), true)
                 } else {
                     match self.sniff(stream).await {
-                        Some((io, true)) => return self.serve_h2(io, true).await,
-                        Some((io, false)) => io,
+                        Some(sniffed) => sniffed,
                         None => return,
                     }
                 };
                 if h2 {
                     self.serve_h2(io, true).await;
                 } else {
+                    // TLS sessions are not parked: rustls may hold read-ahead plaintext that
+                    // would never make the socket readable again.
                     let activity = Arc::new(Activity::new());
                     let _ = self.serve_h1(io, true, &activity).await;
                 }

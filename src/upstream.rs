@@ -13,7 +13,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::uri::{Authority, PathAndQuery, Scheme};
+use http::uri::{PathAndQuery, Scheme};
 use http::{HeaderValue, Request, Response, Uri};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -32,7 +32,6 @@ use crate::{Body, BoxError, tls};
 #[derive(Debug)]
 pub struct Upstream {
     name: String,
-    authority: Authority,
     /// Path put in front of every forwarded path; empty or `/base` (no trailing slash).
     base_path: String,
     host_header: HeaderValue,
@@ -59,24 +58,23 @@ impl Upstream {
         };
         let host_header =
             HeaderValue::from_str(authority.as_str()).map_err(|e| url_error(e.to_string()))?;
+        // IPv6 literals come bracketed in the authority; resolver and SNI want them bare.
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
         let tls = if scheme == Scheme::HTTPS {
-            Some(Self::tls(&key, config, &authority)?)
+            Some(Self::tls(&key, config, &host)?)
         } else {
             None
         };
         let port = authority
             .port_u16()
             .unwrap_or(if tls.is_some() { 443 } else { 80 });
-        // IPv6 literals come bracketed in the authority; the resolver wants them bare.
-        let host = authority
-            .host()
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
         Ok(Self {
             name: name.to_string(),
             base_path: uri.path().trim_end_matches('/').to_string(),
-            authority,
             host_header,
             pass_host_header: config.pass_host_header,
             timeout: config.timeout,
@@ -100,7 +98,7 @@ impl Upstream {
     fn tls(
         key: &str,
         config: &UpstreamConfig,
-        authority: &Authority,
+        host: &str,
     ) -> Result<(TlsConnector, ServerName<'static>), ConfigError> {
         let identity = config
             .client_cert_file
@@ -110,13 +108,7 @@ impl Upstream {
             .map_err(|(field, e)| ConfigError::single(format!("{key}.{field}"), e));
         let (name, name_key) = match &config.tls_server_name {
             Some(name) => (name.clone(), format!("{key}.tls_server_name")),
-            None => {
-                let host = authority
-                    .host()
-                    .trim_start_matches('[')
-                    .trim_end_matches(']');
-                (host.to_string(), format!("{key}.url"))
-            }
+            None => (host.to_string(), format!("{key}.url")),
         };
         let name =
             ServerName::try_from(name).map_err(|e| ConfigError::single(name_key, e.to_string()));
@@ -153,11 +145,6 @@ impl Upstream {
     /// The upstream's own authority as a `Host` value.
     pub fn host_header(&self) -> &HeaderValue {
         &self.host_header
-    }
-
-    /// The authority requests are sent to.
-    pub fn authority(&self) -> &Authority {
-        &self.authority
     }
 
     /// The request target (origin form) for a request whose path and query are `pq`.
