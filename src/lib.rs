@@ -31,6 +31,7 @@ pub mod telemetry;
 pub mod tls;
 pub mod upgrade;
 pub mod upstream;
+pub mod wire;
 
 pub use app::App;
 pub use config::Config;

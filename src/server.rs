@@ -25,6 +25,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
+mod h1;
+
 use crate::config::{ConfigError, ServerConfig};
 use crate::pipeline::{self, Ctx};
 use crate::{App, Body, BoxError, Config, admin};
@@ -400,6 +402,9 @@ impl Conn {
         if h2 {
             return self.serve_h2(io, false).await;
         }
+        if let Role::Public = self.role {
+            return self.serve_public_plain(io).await;
+        }
         let activity = Arc::new(Activity::new());
         let mut io = io;
         loop {
@@ -414,6 +419,35 @@ impl Conn {
             drop(parked);
             activity.touch();
             io = Rewind::new(stream, Bytes::new());
+        }
+    }
+
+    /// The public listener on plain TCP: Stagedoor's own HTTP/1.1 loop (`h1.rs`) serves the
+    /// common request; hyper takes the connection for anything else, and gives it back once
+    /// the connection has gone idle and been parked.
+    async fn serve_public_plain(&self, io: Rewind<TcpStream>) {
+        let mut force = self.signals.force.clone();
+        let Rewind {
+            mut prefix,
+            inner: mut stream,
+            ..
+        } = io;
+        loop {
+            let next = tokio::select! {
+                next = self.serve_lean(stream, prefix) => next,
+                _ = raised(&mut force) => return,
+            };
+            let h1::Next::Hyper(rest, unread) = next else {
+                return;
+            };
+            let activity = Arc::new(Activity::new());
+            match self
+                .serve_h1(Rewind::new(rest, unread), false, &activity)
+                .await
+            {
+                Some(parked) => (stream, prefix) = (parked, Bytes::new()),
+                None => return,
+            }
         }
     }
 

@@ -23,6 +23,8 @@ use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+mod lean;
+
 use crate::config::{ConfigError, Issues, UpstreamConfig, parse_upstream_url};
 use crate::error::ProxyError;
 use crate::metrics::{Metrics, RouteMetrics};
@@ -86,6 +88,7 @@ impl Upstream {
             },
             pool: Arc::new(Pool {
                 idle: Mutex::new(Vec::new()),
+                lean: Mutex::new(Vec::new()),
                 max_idle: config.pool_max_idle,
                 idle_timeout: config.pool_idle_timeout,
                 reaper: std::sync::Once::new(),
@@ -180,6 +183,12 @@ impl Upstream {
             upstream: self.name.clone(),
             source,
         };
+        let lean = self.connect.tls.is_none()
+            && request.body().is_end_stream()
+            && !request.headers().contains_key(http::header::UPGRADE);
+        if lean {
+            return self.exchange_lean(request).await;
+        }
         loop {
             let (mut sender, pooled) = match self.pool.take() {
                 Some(sender) => (sender, true),
@@ -195,7 +204,7 @@ impl Upstream {
                     // After a protocol switch the connection belongs to the tunnel.
                     let reuse = response.status() != http::StatusCode::SWITCHING_PROTOCOLS;
                     let home = reuse.then(|| (sender, Arc::downgrade(&self.pool)));
-                    return Ok(response.map(|body| PooledBody { body, home }));
+                    return Ok(response.map(|body| PooledBody(Kind::Hyper { body, home })));
                 }
                 Err(mut e) => match e.take_message() {
                     // Never written: the upstream had closed a pooled connection. Try again.
@@ -206,19 +215,51 @@ impl Upstream {
         }
     }
 
-    /// Opens a new connection: TCP, TLS for `https`, then the HTTP/1.1 handshake.
-    async fn open(&self) -> Result<http1::SendRequest<Body>, ProxyError> {
-        let c = &self.connect;
-        let error = |source: BoxError| ProxyError::Upstream {
+    /// A request without a body on plain TCP: written and answered in this task, on a
+    /// connection of the lean pool (`upstream/lean.rs`).
+    async fn exchange_lean(
+        &self,
+        request: Request<Body>,
+    ) -> Result<Response<PooledBody>, ProxyError> {
+        let (parts, _) = request.into_parts();
+        let head = lean::request_head(&parts);
+        let head_request = parts.method == http::Method::HEAD;
+        loop {
+            let (conn, pooled) = match self.pool.take_lean() {
+                Some(conn) => (conn, true),
+                // Boxed: connecting is rare and its future is large.
+                None => (lean::Conn::new(Box::pin(self.connect_tcp()).await?), false),
+            };
+            match conn.exchange(&head, head_request).await {
+                Ok((response, framing, conn)) => {
+                    let body = lean::LeanBody::new(conn, framing, &self.pool);
+                    return Ok(response.map(|()| PooledBody(Kind::Lean(body))));
+                }
+                // The upstream had closed a pooled connection: safe to send again if a
+                // repeat cannot do harm.
+                Err(lean::Failed::Stale(_)) if pooled && parts.method.is_idempotent() => {}
+                Err(lean::Failed::Stale(e)) => return Err(self.failed(Box::new(e))),
+                Err(lean::Failed::Other(e)) => return Err(self.failed(e)),
+            }
+        }
+    }
+
+    fn failed(&self, source: BoxError) -> ProxyError {
+        ProxyError::Upstream {
             upstream: self.name.clone(),
             source,
-        };
+        }
+    }
+
+    /// A new TCP connection to the upstream, within the connect timeout.
+    async fn connect_tcp(&self) -> Result<TcpStream, ProxyError> {
+        let c = &self.connect;
         let tcp =
             match tokio::time::timeout(c.timeout, TcpStream::connect((c.host.as_str(), c.port)))
                 .await
             {
                 Ok(Ok(tcp)) => tcp,
-                Ok(Err(e)) => return Err(error(Box::new(e))),
+                Ok(Err(e)) => return Err(self.failed(Box::new(e))),
                 Err(_) => {
                     return Err(ProxyError::UpstreamTimeout {
                         upstream: self.name.clone(),
@@ -228,6 +269,14 @@ impl Upstream {
         let _ = tcp.set_nodelay(true);
         let keepalive = socket2::TcpKeepalive::new().with_time(Duration::from_secs(60));
         let _ = socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive);
+        Ok(tcp)
+    }
+
+    /// Opens a new connection: TCP, TLS for `https`, then the HTTP/1.1 handshake.
+    async fn open(&self) -> Result<http1::SendRequest<Body>, ProxyError> {
+        let c = &self.connect;
+        let error = |source: BoxError| self.failed(source);
+        let tcp = self.connect_tcp().await?;
         let peer = tcp.peer_addr().ok();
         let sender = match &c.tls {
             None => handshake(tcp, peer).await,
@@ -292,6 +341,8 @@ where
 #[derive(Debug)]
 struct Pool {
     idle: Mutex<Vec<Idle>>,
+    /// Idle connections of the lean client, and since when.
+    lean: Mutex<Vec<(lean::Conn, Instant)>>,
     max_idle: usize,
     idle_timeout: Duration,
     reaper: std::sync::Once,
@@ -333,6 +384,29 @@ impl Pool {
         self.reaper.call_once(|| self.spawn_reaper());
     }
 
+    /// The most recently used idle lean connection that is still open and fresh.
+    fn take_lean(&self) -> Option<lean::Conn> {
+        let mut idle = self.lean.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some((conn, since)) = idle.pop() {
+            if since.elapsed() < self.idle_timeout && conn.is_usable() {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    /// Keeps a lean connection for the next request, unless the pool is full.
+    fn put_lean(self: &Arc<Self>, conn: lean::Conn, now: Instant) {
+        {
+            let mut idle = self.lean.lock().unwrap_or_else(|p| p.into_inner());
+            if idle.len() >= self.max_idle {
+                return;
+            }
+            idle.push((conn, now));
+        }
+        self.reaper.call_once(|| self.spawn_reaper());
+    }
+
     /// Closes connections idle longer than the idle timeout, until the pool is dropped.
     fn spawn_reaper(self: &Arc<Self>) {
         let pool = Arc::downgrade(self);
@@ -345,26 +419,38 @@ impl Pool {
                 let Some(pool) = pool.upgrade() else { return };
                 let mut idle = pool.idle.lock().unwrap_or_else(|p| p.into_inner());
                 idle.retain(|e| !e.sender.is_closed() && e.since.elapsed() < pool.idle_timeout);
+                drop(idle);
+                let mut lean = pool.lean.lock().unwrap_or_else(|p| p.into_inner());
+                lean.retain(|(conn, since)| {
+                    since.elapsed() < pool.idle_timeout && conn.is_usable()
+                });
             }
         });
     }
 }
 
-pin_project_lite::pin_project! {
-    /// An upstream response body that hands its connection back to the pool once read to
-    /// the end. Dropped before the end, it lets the connection close.
-    pub struct PooledBody {
-        #[pin]
+/// An upstream response body that hands its connection back to the pool once read to the
+/// end. Dropped before the end, it lets the connection close.
+#[derive(Debug)]
+pub struct PooledBody(Kind);
+
+#[derive(Debug)]
+enum Kind {
+    /// From hyper's client.
+    Hyper {
         body: Incoming,
         home: Option<(http1::SendRequest<Body>, Weak<Pool>)>,
-    }
+    },
+    /// From the lean client, which pools its connection itself.
+    Lean(lean::LeanBody),
+}
 
-    impl PinnedDrop for PooledBody {
-        fn drop(this: Pin<&mut Self>) {
-            let this = this.project();
-            if this.body.is_end_stream() {
-                release(this.home);
-            }
+impl Drop for PooledBody {
+    fn drop(&mut self) {
+        if let Kind::Hyper { body, home } = &mut self.0
+            && body.is_end_stream()
+        {
+            release(home);
         }
     }
 }
@@ -379,26 +465,36 @@ fn release(home: &mut Option<(http1::SendRequest<Body>, Weak<Pool>)>) {
 
 impl HttpBody for PooledBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = self.project();
-        let frame = std::task::ready!(this.body.poll_frame(cx));
-        if frame.is_none() {
-            release(this.home);
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match &mut self.get_mut().0 {
+            Kind::Hyper { body, home } => {
+                let frame = std::task::ready!(Pin::new(body).poll_frame(cx));
+                if frame.is_none() {
+                    release(home);
+                }
+                Poll::Ready(frame.map(|f| f.map_err(BoxError::from)))
+            }
+            Kind::Lean(body) => Pin::new(body).poll_frame(cx),
         }
-        Poll::Ready(frame)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        match &self.0 {
+            Kind::Hyper { body, .. } => body.is_end_stream(),
+            Kind::Lean(body) => body.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+        match &self.0 {
+            Kind::Hyper { body, .. } => body.size_hint(),
+            Kind::Lean(body) => body.size_hint(),
+        }
     }
 }
 

@@ -1,0 +1,360 @@
+//! The upstream client for the common request: no body, no upgrade, plain TCP. It writes the
+//! head and reads the response on a pooled socket, in the task of the request that uses it,
+//! so a request costs no channel, no extra task and no wake-up beyond the socket's own.
+//! Requests with a body, upgrades and TLS upstreams go through hyper's client instead.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Weak};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header;
+use http::request::Parts;
+use http::{Method, Response, StatusCode, Version};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::Pool;
+use crate::BoxError;
+use crate::wire::{self, Chunked, Decoded, has_token, put_header, span};
+
+/// A response head larger than this is refused (502).
+const MAX_HEAD: usize = 256 * 1024;
+const MAX_HEADERS: usize = 128;
+const READ_CHUNK: usize = 8 * 1024;
+
+/// An open upstream connection with the bytes read from it and not yet used.
+#[derive(Debug)]
+pub(super) struct Conn {
+    stream: TcpStream,
+    buf: BytesMut,
+}
+
+/// Why an exchange failed.
+pub(super) enum Failed {
+    /// Nothing came back and the connection ended: a pooled connection the upstream had
+    /// closed. The request may be sent again on a new one if it is idempotent.
+    Stale(io::Error),
+    /// Anything else.
+    Other(BoxError),
+}
+
+impl Conn {
+    pub(super) fn new(stream: TcpStream) -> Self {
+        Self {
+            stream,
+            buf: BytesMut::new(),
+        }
+    }
+
+    /// True if the connection can take a request: the upstream has neither closed it nor
+    /// sent anything unasked. Costs no system call while the socket has nothing to read.
+    pub(super) fn is_usable(&self) -> bool {
+        let mut probe = [0u8; 1];
+        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+
+    /// Writes `head` and reads the response head.
+    pub(super) async fn exchange(
+        mut self,
+        head: &[u8],
+        head_request: bool,
+    ) -> Result<(Response<()>, Framing, Self), Failed> {
+        self.stream.write_all(head).await.map_err(Failed::Stale)?;
+        let mut received = false;
+        loop {
+            if !self.buf.is_empty() {
+                received = true;
+                match parse_response(&mut self.buf, head_request).map_err(Failed::Other)? {
+                    Parsed::Response(response, framing) => return Ok((response, framing, self)),
+                    Parsed::Interim => continue,
+                    Parsed::Partial if self.buf.len() >= MAX_HEAD => {
+                        return Err(Failed::Other("upstream response head too large".into()));
+                    }
+                    Parsed::Partial => {}
+                }
+            }
+            self.buf.reserve(READ_CHUNK);
+            match self.stream.read_buf(&mut self.buf).await {
+                Ok(0) if !received => {
+                    return Err(Failed::Stale(io::ErrorKind::UnexpectedEof.into()));
+                }
+                Ok(0) => return Err(Failed::Other("upstream closed mid-response".into())),
+                Ok(_) => {}
+                Err(e) if !received => return Err(Failed::Stale(e)),
+                Err(e) => return Err(Failed::Other(Box::new(e))),
+            }
+        }
+    }
+}
+
+/// The request head, in origin form, for a request without a body.
+pub(super) fn request_head(parts: &Parts) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(parts.method.as_str().as_bytes());
+    out.push(b' ');
+    let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in &parts.headers {
+        put_header(&mut out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    // An empty body is still a body for these methods: say so.
+    let expects_body = matches!(parts.method, Method::POST | Method::PUT | Method::PATCH);
+    if expects_body && !parts.headers.contains_key(header::CONTENT_LENGTH) {
+        put_header(&mut out, b"content-length", b"0");
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// How the upstream delimits the response body.
+#[derive(Debug)]
+pub(super) enum Framing {
+    /// No body follows the head; the connection can be reused.
+    Empty,
+    /// This many bytes; the connection can be reused after them if `reuse`.
+    Length(u64, bool),
+    /// Chunked; the connection can be reused after it if `reuse`.
+    Chunked(Chunked, bool),
+    /// Until the upstream closes the connection.
+    Close,
+}
+
+enum Parsed {
+    Response(Response<()>, Framing),
+    /// A 1xx response, consumed; the real one follows.
+    Interim,
+    Partial,
+}
+
+/// Parses a response head at the front of `buf`, taking it out when complete.
+fn parse_response(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, BoxError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut headers);
+    let len = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
+        Err(e) => return Err(format!("invalid upstream response: {e}").into()),
+    };
+    let status = parsed
+        .code
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .ok_or("invalid upstream status")?;
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        return Err("upstream switched protocols without being asked".into());
+    }
+    if status.is_informational() {
+        buf.advance(len);
+        return Ok(Parsed::Interim);
+    }
+    let version = match parsed.version {
+        Some(1) => Version::HTTP_11,
+        _ => Version::HTTP_10,
+    };
+    let mut spans = [((0, 0), (0, 0)); MAX_HEADERS];
+    let mut keep_alive = version == Version::HTTP_11;
+    let (mut chunked, mut coded, mut length) = (false, false, None::<u64>);
+    for (at, h) in spans.iter_mut().zip(parsed.headers.iter()) {
+        let name = h.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"connection") {
+            if has_token(h.value, b"close") {
+                keep_alive = false;
+            }
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            coded = true;
+            // Only a final `chunked` delimits the body; anything else runs to the close.
+            chunked = h
+                .value
+                .rsplit(|&b| b == b',')
+                .next()
+                .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if name.eq_ignore_ascii_case(b"content-length") {
+            for value in h.value.split(|&b| b == b',') {
+                let n = std::str::from_utf8(value.trim_ascii())
+                    .ok()
+                    .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .ok_or("invalid upstream content-length")?;
+                if length.is_some_and(|l| l != n) {
+                    return Err("conflicting upstream content-lengths".into());
+                }
+                length = Some(n);
+            }
+        }
+        *at = (span(buf, name), span(buf, h.value));
+    }
+    let count = parsed.headers.len();
+    let head = buf.split_to(len).freeze();
+    let mut headers =
+        wire::header_map(&head, &spans[..count]).ok_or("invalid header in upstream response")?;
+    let bodiless =
+        head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
+    let framing = if bodiless {
+        Framing::Empty
+    } else if coded {
+        // A length next to a transfer coding is ignored, removed, and the connection not
+        // reused (RFC 9112 §6.3).
+        if headers.remove(header::CONTENT_LENGTH).is_some() {
+            keep_alive = false;
+        }
+        if chunked {
+            Framing::Chunked(Chunked::Size, keep_alive)
+        } else {
+            Framing::Close
+        }
+    } else if let Some(length) = length {
+        Framing::Length(length, keep_alive)
+    } else {
+        Framing::Close
+    };
+    let mut response = Response::new(());
+    *response.status_mut() = status;
+    *response.version_mut() = version;
+    *response.headers_mut() = headers;
+    let framing = match framing {
+        Framing::Empty if !keep_alive => Framing::Close,
+        other => other,
+    };
+    Ok(Parsed::Response(response, framing))
+}
+
+/// A response body read straight from its upstream connection, which goes back to the pool
+/// once the body has been read to its end.
+#[derive(Debug)]
+pub struct LeanBody {
+    conn: Option<Conn>,
+    framing: Framing,
+    home: Weak<Pool>,
+}
+
+impl LeanBody {
+    pub(super) fn new(conn: Conn, framing: Framing, home: &Arc<Pool>) -> Self {
+        let mut body = Self {
+            conn: Some(conn),
+            framing,
+            home: Arc::downgrade(home),
+        };
+        if body.is_done() {
+            body.release();
+        }
+        body
+    }
+
+    fn is_done(&self) -> bool {
+        match &self.framing {
+            Framing::Empty => true,
+            Framing::Length(left, _) => *left == 0,
+            Framing::Chunked(state, _) => *state == Chunked::Done,
+            Framing::Close => false,
+        }
+    }
+
+    /// Hands the connection back if the body is complete and nothing follows it.
+    fn release(&mut self) {
+        let reuse = match &self.framing {
+            Framing::Empty => true,
+            Framing::Length(_, reuse) | Framing::Chunked(_, reuse) => *reuse,
+            Framing::Close => false,
+        };
+        if let Some(conn) = self.conn.take()
+            && reuse
+            && conn.buf.is_empty()
+            && let Some(pool) = self.home.upgrade()
+        {
+            pool.put_lean(conn, Instant::now());
+        }
+    }
+
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BoxError>>> {
+        loop {
+            let Some(conn) = self.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            let data = match &mut self.framing {
+                Framing::Empty => None,
+                Framing::Length(0, _) => None,
+                Framing::Length(left, _) => {
+                    if conn.buf.is_empty() {
+                        Some(None)
+                    } else {
+                        let take = usize::try_from(*left)
+                            .map_or(conn.buf.len(), |l| l.min(conn.buf.len()));
+                        *left -= take as u64;
+                        Some(Some(conn.buf.split_to(take).freeze()))
+                    }
+                }
+                Framing::Chunked(state, _) => match state.decode(&mut conn.buf)? {
+                    Decoded::Data(data) => Some(Some(data)),
+                    Decoded::More => Some(None),
+                    Decoded::Done => None,
+                },
+                Framing::Close => Some((!conn.buf.is_empty()).then(|| conn.buf.split().freeze())),
+            };
+            match data {
+                // The end: the connection goes home (or is closed).
+                None => {
+                    self.release();
+                    return Poll::Ready(None);
+                }
+                Some(Some(data)) => return Poll::Ready(Some(Ok(data))),
+                Some(None) => {}
+            }
+            // More bytes needed.
+            std::task::ready!(conn.stream.poll_read_ready(cx))?;
+            conn.buf.reserve(READ_CHUNK);
+            match conn.stream.try_read_buf(&mut conn.buf) {
+                Ok(0) if matches!(self.framing, Framing::Close) => {
+                    self.conn = None;
+                    return Poll::Ready(None);
+                }
+                Ok(0) => return Poll::Ready(Some(Err("upstream closed mid-body".into()))),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Poll::Ready(Some(Err(Box::new(e)))),
+            }
+        }
+    }
+}
+
+impl HttpBody for LeanBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        let next = std::task::ready!(this.poll_next(cx));
+        if next.as_ref().is_some_and(Result::is_err) {
+            // A broken body never goes back to the pool.
+            this.conn = None;
+        }
+        Poll::Ready(next.map(|r| r.map(Frame::data)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.conn.is_none() || self.is_done()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.framing {
+            Framing::Empty => SizeHint::with_exact(0),
+            Framing::Length(left, _) => SizeHint::with_exact(*left),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+impl Drop for LeanBody {
+    fn drop(&mut self) {
+        // Read to the end but not polled past it (a server that knew the length): still home.
+        if self.is_done() {
+            self.release();
+        }
+    }
+}

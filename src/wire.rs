@@ -1,0 +1,240 @@
+//! HTTP/1.1 on the wire, shared by the server's own loop (`server/h1.rs`) and the upstream
+//! client (`upstream/lean.rs`): header maps that share the bytes of a parsed head, header
+//! writing, and a strict decoder for chunked bodies (RFC 9112 §7.1).
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+
+/// Start and end of a part of a head, as offsets into its bytes.
+pub type Span = (usize, usize);
+
+/// The span `part` occupies in `whole` (`part` must be a sub-slice of `whole`).
+pub fn span(whole: &[u8], part: &[u8]) -> Span {
+    let start = (part.as_ptr() as usize).saturating_sub(whole.as_ptr() as usize);
+    (start, start + part.len())
+}
+
+/// Builds a header map whose values share `head`'s memory. `None` if `http` refuses a name
+/// or a value (httparse is slightly more permissive).
+pub fn header_map(head: &Bytes, spans: &[(Span, Span)]) -> Option<HeaderMap> {
+    let mut headers = HeaderMap::with_capacity(spans.len());
+    for &(name, value) in spans {
+        let name = HeaderName::from_bytes(head.get(name.0..name.1)?).ok()?;
+        let value = HeaderValue::from_maybe_shared(head.slice(value.0..value.1)).ok()?;
+        headers.append(name, value);
+    }
+    Some(headers)
+}
+
+/// True if the comma-separated `value` lists `token` (case-insensitive).
+pub fn has_token(value: &[u8], token: &[u8]) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+}
+
+/// Appends `name: value` and its line end.
+pub fn put_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A chunk-size line or a trailer line longer than this is refused.
+const MAX_LINE: usize = 4096;
+/// All trailer lines together.
+const MAX_TRAILERS: usize = 16 * 1024;
+
+/// Where a chunked body is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Chunked {
+    /// Expecting a chunk-size line.
+    Size,
+    /// Inside a chunk's data, with this many bytes to go.
+    Data(u64),
+    /// Expecting the CRLF after a chunk's data.
+    DataEnd,
+    /// After the last chunk: trailer lines until an empty one, and their bytes so far.
+    Trailers(usize),
+    /// The body is complete.
+    Done,
+}
+
+/// What [`Chunked::decode`] found in the buffer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decoded {
+    /// Body data.
+    Data(Bytes),
+    /// More bytes are needed.
+    More,
+    /// The body is complete; the buffer holds whatever follows it.
+    Done,
+}
+
+impl Chunked {
+    /// Consumes framing and data from the front of `buf`. Trailers are read and dropped.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, &'static str> {
+        loop {
+            match *self {
+                Chunked::Size => {
+                    let Some(line) = take_line(buf)? else {
+                        return Ok(Decoded::More);
+                    };
+                    let size = chunk_size(&line)?;
+                    *self = if size == 0 {
+                        Chunked::Trailers(0)
+                    } else {
+                        Chunked::Data(size)
+                    };
+                }
+                Chunked::Data(left) => {
+                    if buf.is_empty() {
+                        return Ok(Decoded::More);
+                    }
+                    let take = usize::try_from(left).map_or(buf.len(), |l| l.min(buf.len()));
+                    let left = left - take as u64;
+                    *self = if left == 0 {
+                        Chunked::DataEnd
+                    } else {
+                        Chunked::Data(left)
+                    };
+                    return Ok(Decoded::Data(buf.split_to(take).freeze()));
+                }
+                Chunked::DataEnd => {
+                    if buf.len() < 2 {
+                        return Ok(Decoded::More);
+                    }
+                    if &buf[..2] != b"\r\n" {
+                        return Err("chunk data not followed by CRLF");
+                    }
+                    buf.advance(2);
+                    *self = Chunked::Size;
+                }
+                Chunked::Trailers(seen) => {
+                    let Some(line) = take_line(buf)? else {
+                        return Ok(Decoded::More);
+                    };
+                    if line.is_empty() {
+                        *self = Chunked::Done;
+                    } else if seen + line.len() > MAX_TRAILERS {
+                        return Err("chunked trailers too large");
+                    } else {
+                        *self = Chunked::Trailers(seen + line.len());
+                    }
+                }
+                Chunked::Done => return Ok(Decoded::Done),
+            }
+        }
+    }
+}
+
+/// Takes one CRLF-terminated line (without its CRLF) off the front of `buf`.
+fn take_line(buf: &mut BytesMut) -> Result<Option<BytesMut>, &'static str> {
+    let window = &buf[..buf.len().min(MAX_LINE + 2)];
+    let Some(lf) = window.iter().position(|&b| b == b'\n') else {
+        return if buf.len() > MAX_LINE {
+            Err("chunked framing line too long")
+        } else {
+            Ok(None)
+        };
+    };
+    if lf == 0 || buf[lf - 1] != b'\r' {
+        return Err("chunked framing line not ended by CRLF");
+    }
+    let mut line = buf.split_to(lf + 1);
+    line.truncate(lf - 1);
+    Ok(Some(line))
+}
+
+/// The size in a chunk-size line: hex digits, then optionally `;` and extensions (ignored).
+fn chunk_size(line: &[u8]) -> Result<u64, &'static str> {
+    let digits = line
+        .iter()
+        .position(|b| !b.is_ascii_hexdigit())
+        .unwrap_or(line.len());
+    if digits == 0 || digits > 15 {
+        return Err("chunk size missing or too large");
+    }
+    // Optional whitespace, then `;` and extensions, which are ignored.
+    let rest = &line[digits..];
+    let blank = rest
+        .iter()
+        .take_while(|&&b| b == b' ' || b == b'\t')
+        .count();
+    if !rest.is_empty() && rest.get(blank) != Some(&b';') {
+        return Err("chunk size line is malformed");
+    }
+    let hex = std::str::from_utf8(&line[..digits]).map_err(|_| "chunk size is not hex")?;
+    u64::from_str_radix(hex, 16).map_err(|_| "chunk size is not hex")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode_all(input: &[u8], step: usize) -> Result<(Vec<u8>, Vec<u8>), &'static str> {
+        let mut state = Chunked::Size;
+        let mut buf = BytesMut::new();
+        let mut body = Vec::new();
+        let mut fed = 0;
+        for piece in input.chunks(step.max(1)) {
+            buf.extend_from_slice(piece);
+            fed += piece.len();
+            loop {
+                match state.decode(&mut buf)? {
+                    Decoded::Data(d) => body.extend_from_slice(&d),
+                    Decoded::More => break,
+                    Decoded::Done => {
+                        buf.extend_from_slice(&input[fed..]);
+                        return Ok((body, buf.to_vec()));
+                    }
+                }
+            }
+        }
+        Err("incomplete")
+    }
+
+    #[test]
+    fn decodes_whole_and_byte_by_byte() {
+        let input = b"5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\nX-T: 1\r\n\r\nNEXT";
+        for step in [1, 2, 3, 7, input.len()] {
+            let (body, rest) = decode_all(input, step).unwrap();
+            assert_eq!(body, b"hello, world");
+            assert_eq!(rest, b"NEXT");
+        }
+    }
+
+    #[test]
+    fn refuses_malformed_framing() {
+        for bad in [
+            &b"5\nhello\r\n0\r\n\r\n"[..], // bare LF
+            b"5\r\nhelloX\r\n0\r\n\r\n",   // data longer than its size
+            b"g\r\n",                      // not hex
+            b"\r\n",                       // no size
+            b"1234567890abcdef0\r\n",      // overflows
+            b"5 x\r\nhello\r\n0\r\n\r\n",  // junk after the size
+            b"-5\r\n",                     // sign
+        ] {
+            assert!(
+                decode_all(bad, 1).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let long = [b'1'; MAX_LINE + 10];
+        assert!(decode_all(&long, 1).is_err());
+    }
+
+    #[test]
+    fn size_lines_may_have_extensions_after_whitespace() {
+        assert_eq!(chunk_size(b"1a ; name=value").unwrap(), 26);
+        assert_eq!(chunk_size(b"A;x").unwrap(), 10);
+    }
+
+    #[test]
+    fn token_lists() {
+        assert!(has_token(b"keep-alive, Close", b"close"));
+        assert!(!has_token(b"closed", b"close"));
+    }
+}
