@@ -32,11 +32,40 @@ impl TrustedProxies {
     }
 }
 
+/// A connection's TCP peer, with its address already written the way forwarding headers
+/// carry it: made once per connection rather than once per request.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    ip: IpAddr,
+    text: HeaderValue,
+    /// `for=...` of a `Forwarded` element (IPv6 bracketed and quoted, RFC 7239 §6).
+    element: String,
+}
+
+impl Peer {
+    /// The peer at `ip` (an IPv4-mapped IPv6 address is taken as IPv4).
+    pub fn new(ip: IpAddr) -> Self {
+        let ip = ip.to_canonical();
+        let text = ip.to_string();
+        let element = match ip {
+            IpAddr::V4(_) => format!("for={text}"),
+            IpAddr::V6(_) => format!("for=\"[{text}]\""),
+        };
+        let text = HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static("unknown"));
+        Self { ip, text, element }
+    }
+
+    /// The peer's address.
+    pub fn ip(&self) -> IpAddr {
+        self.ip
+    }
+}
+
 /// What Stagedoor itself knows about the connection a request came in on.
 #[derive(Debug, Clone, Copy)]
 pub struct Origin<'a> {
-    /// Address of the TCP peer.
-    pub peer: IpAddr,
+    /// The TCP peer.
+    pub peer: &'a Peer,
     /// `https` on a TLS listener, else `http`.
     pub proto: &'static str,
     /// The host the client asked for, if it was a valid authority.
@@ -46,8 +75,7 @@ pub struct Origin<'a> {
 /// Rewrites the forwarding headers of a request about to be sent upstream and returns the
 /// client's address as best known (the peer, or the nearest untrusted hop a trusted proxy saw).
 pub fn apply(headers: &mut HeaderMap, origin: Origin<'_>, trusted: &TrustedProxies) -> IpAddr {
-    let peer = origin.peer.to_canonical();
-    let peer_text = peer.to_string();
+    let peer = origin.peer.ip;
     let believed = trusted.contains(peer);
     let prior_xff = if believed {
         joined(headers, &X_FORWARDED_FOR)
@@ -60,8 +88,11 @@ pub fn apply(headers: &mut HeaderMap, origin: Origin<'_>, trusted: &TrustedProxi
     };
 
     let xff = match prior_xff {
-        Some(chain) => header_value(&format!("{chain}, {peer_text}")),
-        None => header_value(&peer_text),
+        Some(chain) => {
+            let peer_text = origin.peer.text.to_str().unwrap_or_default();
+            header_value(&format!("{chain}, {peer_text}"))
+        }
+        None => Some(origin.peer.text.clone()),
     };
     // Untrusted: the client is the peer, whose address X-Forwarded-For already holds.
     let real_ip = if believed {
@@ -84,16 +115,7 @@ pub fn apply(headers: &mut HeaderMap, origin: Origin<'_>, trusted: &TrustedProxi
     }
 
     let mut element = String::with_capacity(64);
-    element.push_str("for=");
-    match peer {
-        IpAddr::V4(_) => element.push_str(&peer_text),
-        // IPv6 nodes are bracketed and quoted (RFC 7239 §6).
-        IpAddr::V6(_) => {
-            element.push_str("\"[");
-            element.push_str(&peer_text);
-            element.push_str("]\"");
-        }
-    }
+    element.push_str(&origin.peer.element);
     if let Some(host) = origin.host {
         element.push_str(";host=\"");
         element.push_str(host);
@@ -183,7 +205,7 @@ mod tests {
         }
         let trusted = TrustedProxies::new(trusted.iter().map(|n| n.parse().unwrap()).collect());
         let origin = Origin {
-            peer: peer.parse().unwrap(),
+            peer: &Peer::new(peer.parse().unwrap()),
             proto: "https",
             host: Some("portal.example.com"),
         };

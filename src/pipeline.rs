@@ -37,6 +37,8 @@ use crate::{App, Body, BoxError, empty, upgrade};
 pub struct Ctx {
     /// The TCP peer.
     pub peer: SocketAddr,
+    /// The peer as forwarding headers name it.
+    pub forwarded_peer: forwarded::Peer,
     /// True on a TLS listener.
     pub tls: bool,
     /// Shutdown signals, for tunnels that outlive the request.
@@ -283,7 +285,7 @@ async fn forward(
             .map_err(|_| ProxyError::Identity)?;
     }
     let origin = Origin {
-        peer: ctx.peer.ip(),
+        peer: &ctx.forwarded_peer,
         proto: if ctx.tls { "https" } else { "http" },
         host: host.map(Authority::as_str),
     };

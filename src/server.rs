@@ -564,6 +564,7 @@ impl Conn {
     fn ctx(&self, tls: bool) -> Arc<Ctx> {
         Arc::new(Ctx {
             peer: self.peer,
+            forwarded_peer: crate::forwarded::Peer::new(self.peer.ip()),
             tls,
             signals: self.signals.clone(),
         })

@@ -14,10 +14,10 @@ pub fn span(whole: &[u8], part: &[u8]) -> Span {
     (start, start + part.len())
 }
 
-/// Builds a header map whose values share `head`'s memory. `None` if `http` refuses a name
-/// or a value (httparse is slightly more permissive).
+/// Builds a header map whose values share `head`'s memory, with room for the few headers a
+/// proxy adds. `None` if `http` refuses a name or a value (httparse is more permissive).
 pub fn header_map(head: &Bytes, spans: &[(Span, Span)]) -> Option<HeaderMap> {
-    let mut headers = HeaderMap::with_capacity(spans.len());
+    let mut headers = HeaderMap::with_capacity(spans.len() + 8);
     for &(name, value) in spans {
         let name = HeaderName::from_bytes(head.get(name.0..name.1)?).ok()?;
         let value = HeaderValue::from_maybe_shared(head.slice(value.0..value.1)).ok()?;

@@ -4,7 +4,7 @@
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use libfuzzer_sys::fuzz_target;
-use stagedoor::forwarded::{Origin, TrustedProxies, apply, client_address};
+use stagedoor::forwarded::{Origin, Peer, TrustedProxies, apply, client_address};
 
 fuzz_target!(|data: &[u8]| {
     let mut headers = HeaderMap::new();
@@ -26,7 +26,7 @@ fuzz_target!(|data: &[u8]| {
     for peer in [stranger, std::net::IpAddr::from([10, 1, 2, 3])] {
         let mut copy = headers.clone();
         let origin = Origin {
-            peer,
+            peer: &Peer::new(peer),
             proto: "https",
             host: Some("portal.example.com"),
         };

@@ -10,6 +10,7 @@
 
 use std::future::poll_fn;
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::{Pin, pin};
 use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime};
@@ -163,9 +164,9 @@ enum Taken {
 /// Parses the head at the start of `buf` and, if this loop serves it, takes it out of `buf`
 /// as a request whose header values share the buffer's memory.
 fn take_request(buf: &mut BytesMut) -> Taken {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut parsed = httparse::Request::new(&mut headers);
-    let len = match parsed.parse(buf) {
+    let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut []);
+    let len = match parsed.parse_with_uninit_headers(buf, &mut headers) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Taken::Partial,
         Err(_) => return Taken::Hyper,
@@ -181,10 +182,10 @@ fn take_request(buf: &mut BytesMut) -> Taken {
         return Taken::Hyper;
     }
     let target = span(buf, path.as_bytes());
-    let mut spans = [((0, 0), (0, 0)); MAX_HEADERS];
+    let mut spans = Vec::with_capacity(parsed.headers.len());
     let mut keep_alive = true;
     let mut hosts = 0;
-    for (spans_at, h) in spans.iter_mut().zip(parsed.headers.iter()) {
+    for h in parsed.headers.iter() {
         let name = h.name.as_bytes();
         let is = |n: &HeaderName| name.eq_ignore_ascii_case(n.as_str().as_bytes());
         // A body (or the question of one), or another protocol: hyper frames those.
@@ -200,15 +201,13 @@ fn take_request(buf: &mut BytesMut) -> Taken {
         } else if is(&header::CONNECTION) && has_token(h.value, b"close") {
             keep_alive = false;
         }
-        *spans_at = (span(buf, name), span(buf, h.value));
+        spans.push((span(buf, name), span(buf, h.value)));
     }
     if hosts > 1 {
         return Taken::Hyper;
     }
-    let count = parsed.headers.len();
-
     let head = buf.split_to(len).freeze();
-    match build(&head, method, target, &spans[..count]) {
+    match build(&head, method, target, &spans) {
         Some(request) => Taken::Request(Box::new(request), keep_alive),
         None => {
             // Rare (a name or value `http` refuses): put the head back for hyper to answer.

@@ -4,6 +4,7 @@
 //! Requests with a body, upgrades and TLS upstreams go through hyper's client instead.
 
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
@@ -133,9 +134,10 @@ enum Parsed {
 
 /// Parses a response head at the front of `buf`, taking it out when complete.
 fn parse_response(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, BoxError> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut parsed = httparse::Response::new(&mut headers);
-    let len = match parsed.parse(buf) {
+    let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut []);
+    let config = httparse::ParserConfig::default();
+    let len = match config.parse_response_with_uninit_headers(&mut parsed, buf, &mut headers) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
         Err(e) => return Err(format!("invalid upstream response: {e}").into()),
@@ -155,10 +157,10 @@ fn parse_response(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, BoxE
         Some(1) => Version::HTTP_11,
         _ => Version::HTTP_10,
     };
-    let mut spans = [((0, 0), (0, 0)); MAX_HEADERS];
+    let mut spans = Vec::with_capacity(parsed.headers.len());
     let mut keep_alive = version == Version::HTTP_11;
     let (mut chunked, mut coded, mut length) = (false, false, None::<u64>);
-    for (at, h) in spans.iter_mut().zip(parsed.headers.iter()) {
+    for h in parsed.headers.iter() {
         let name = h.name.as_bytes();
         if name.eq_ignore_ascii_case(b"connection") {
             if has_token(h.value, b"close") {
@@ -185,12 +187,11 @@ fn parse_response(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, BoxE
                 length = Some(n);
             }
         }
-        *at = (span(buf, name), span(buf, h.value));
+        spans.push((span(buf, name), span(buf, h.value)));
     }
-    let count = parsed.headers.len();
     let head = buf.split_to(len).freeze();
     let mut headers =
-        wire::header_map(&head, &spans[..count]).ok_or("invalid header in upstream response")?;
+        wire::header_map(&head, &spans).ok_or("invalid header in upstream response")?;
     let bodiless =
         head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
     let framing = if bodiless {

@@ -28,3 +28,4 @@ mod support;
 mod tls;
 mod upstream_tls;
 mod websocket;
+mod wire;
