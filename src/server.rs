@@ -433,21 +433,31 @@ impl Conn {
             ..
         } = io;
         loop {
+            // Boxed, so that a parked connection's task does not keep room for a request.
             let next = tokio::select! {
-                next = self.serve_lean(stream, prefix) => next,
+                next = Box::pin(self.serve_lean(stream, prefix)) => next,
                 _ = raised(&mut force) => return,
             };
-            let h1::Next::Hyper(rest, unread) = next else {
-                return;
+            let parked = match next {
+                h1::Next::Closed => return,
+                h1::Next::Parked(parked) => parked,
+                h1::Next::Hyper(rest, unread) => {
+                    let activity = Arc::new(Activity::new());
+                    match self
+                        .serve_h1(Rewind::new(rest, unread), false, &activity)
+                        .await
+                    {
+                        Some(parked) => parked,
+                        None => return,
+                    }
+                }
             };
-            let activity = Arc::new(Activity::new());
-            match self
-                .serve_h1(Rewind::new(rest, unread), false, &activity)
-                .await
-            {
-                Some(parked) => (stream, prefix) = (parked, Bytes::new()),
-                None => return,
+            let counted = self.app.metrics.parked();
+            if !self.wait_parked(&parked).await {
+                return;
             }
+            drop(counted);
+            (stream, prefix) = (parked, Bytes::new());
         }
     }
 

@@ -175,7 +175,20 @@ impl Upstream {
         }
     }
 
-    async fn exchange(
+    async fn exchange(&self, request: Request<Body>) -> Result<Response<PooledBody>, ProxyError> {
+        let lean = self.connect.tls.is_none()
+            && request.body().is_end_stream()
+            && !request.headers().contains_key(http::header::UPGRADE);
+        if lean {
+            self.exchange_lean(request).await
+        } else {
+            // Boxed: the common request, above, should not carry room for this one.
+            Box::pin(self.exchange_hyper(request)).await
+        }
+    }
+
+    /// A request with a body, an upgrade, or to a TLS upstream: through hyper's client.
+    async fn exchange_hyper(
         &self,
         mut request: Request<Body>,
     ) -> Result<Response<PooledBody>, ProxyError> {
@@ -183,12 +196,6 @@ impl Upstream {
             upstream: self.name.clone(),
             source,
         };
-        let lean = self.connect.tls.is_none()
-            && request.body().is_end_stream()
-            && !request.headers().contains_key(http::header::UPGRADE);
-        if lean {
-            return self.exchange_lean(request).await;
-        }
         loop {
             let (mut sender, pooled) = match self.pool.take() {
                 Some(sender) => (sender, true),
@@ -337,6 +344,9 @@ where
     });
 }
 
+/// Idle lean connections beyond this many give up their read buffers (8 KiB each).
+const BUFFERED_IDLE: usize = 32;
+
 /// Idle connections of one upstream, the most recently used on top.
 #[derive(Debug)]
 struct Pool {
@@ -395,12 +405,16 @@ impl Pool {
         None
     }
 
-    /// Keeps a lean connection for the next request, unless the pool is full.
-    fn put_lean(self: &Arc<Self>, conn: lean::Conn, now: Instant) {
+    /// Keeps a lean connection for the next request, unless the pool is full. Only the top
+    /// of the stack, which steady traffic keeps using, keeps its read buffer.
+    fn put_lean(self: &Arc<Self>, mut conn: lean::Conn, now: Instant) {
         {
             let mut idle = self.lean.lock().unwrap_or_else(|p| p.into_inner());
             if idle.len() >= self.max_idle {
                 return;
+            }
+            if idle.len() >= BUFFERED_IDLE {
+                conn.free_buffer();
             }
             idle.push((conn, now));
         }

@@ -33,6 +33,8 @@ pub(super) enum Next {
     Closed,
     /// A request this loop does not serve: hyper takes the socket, these bytes first.
     Hyper(TcpStream, Bytes),
+    /// Idle for [`PARK_AFTER`]: the loop's buffers and state are gone, the socket is kept.
+    Parked(TcpStream),
 }
 
 /// Most heads have a dozen headers; one with more than this goes to hyper (which allows 100).
@@ -59,7 +61,6 @@ impl Conn {
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last = Instant::now();
-        let mut parked = None;
         loop {
             let mut deadline = None;
             let (request, keep_alive) = loop {
@@ -75,37 +76,30 @@ impl Conn {
                     }
                 }
                 if buf.is_empty() {
-                    // Between requests: wait for the next one, and park when idle. A parked
-                    // connection waits without a buffer. (`read_buf`, unlike `try_read_buf`,
-                    // learns from a short read that the socket is drained: no extra syscall.)
-                    let read = if parked.is_none() {
+                    // Between requests: wait for the next one, holding no buffer (as nginx
+                    // does); park when idle. (`read_buf`, unlike `try_read_buf`, learns from
+                    // a short read that the socket is drained: a system call less.)
+                    let next = async {
+                        poll_fn(|cx| stream.poll_read_ready(cx)).await?;
                         buf.reserve(READ_CHUNK);
-                        tokio::select! {
-                            read = stream.read_buf(&mut buf) => Some(read),
-                            _ = tick.tick() => None,
-                            () = &mut stopping => return Next::Closed,
-                        }
-                    } else {
-                        tokio::select! {
-                            ready = poll_fn(|cx| stream.poll_read_ready(cx)) => Some(ready),
-                            _ = tick.tick() => None,
-                            () = &mut stopping => return Next::Closed,
-                        }
-                        .map(|ready| ready.map(|()| 1))
+                        stream.read_buf(&mut buf).await
+                    };
+                    let read = tokio::select! {
+                        read = next => Some(read),
+                        _ = tick.tick() => None,
+                        () = &mut stopping => return Next::Closed,
                     };
                     match read {
                         Some(Ok(0)) => return Next::Closed,
-                        Some(Ok(_)) => parked = None,
+                        Some(Ok(_)) => {}
                         Some(Err(e)) => return self.failed(&e),
                         None => {
                             let idle = last.elapsed();
                             if idle >= server.idle_timeout {
                                 return Next::Closed;
                             }
-                            if idle >= PARK_AFTER && parked.is_none() {
-                                // Only the socket is left waiting.
-                                (buf, out) = (BytesMut::new(), Vec::new());
-                                parked = Some(self.app.metrics.parked());
+                            if idle >= PARK_AFTER {
+                                return Next::Parked(stream);
                             }
                         }
                     }
@@ -133,6 +127,9 @@ impl Conn {
             let response = pipeline::handle(&app, &ctx, request).await;
             let close = !keep_alive || *self.signals.stop.borrow();
             let written = write_response(&mut stream, &mut out, response, head_only, close).await;
+            if buf.is_empty() {
+                buf = BytesMut::new();
+            }
             match written {
                 Ok(true) if !close => {}
                 Ok(_) => {

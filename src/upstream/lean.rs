@@ -51,6 +51,11 @@ impl Conn {
         }
     }
 
+    /// Drops the (empty) read buffer's memory; the next read allocates a new one.
+    pub(super) fn free_buffer(&mut self) {
+        self.buf = BytesMut::new();
+    }
+
     /// True if the connection can take a request: the upstream has neither closed it nor
     /// sent anything unasked. Costs no system call while the socket has nothing to read.
     pub(super) fn is_usable(&self) -> bool {
