@@ -6,6 +6,7 @@
 //! reordered or foreign chunk fails authentication like any other tampering. Older secrets are
 //! still accepted for reading, so the secret can be rotated without signing everyone out.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -393,7 +394,8 @@ impl Codec {
             return Some(session);
         }
         let session = Arc::new(self.open_session(&sealed)?);
-        self.opened.insert(sealed, Arc::clone(&session), now);
+        self.opened
+            .insert(sealed.into_owned(), Arc::clone(&session), now);
         Some(session)
     }
 
@@ -421,33 +423,26 @@ impl Codec {
     }
 
     /// The session cookie's value as the request carries it, its chunks joined; not opened.
-    fn sealed_session(&self, request: &HeaderMap) -> Option<String> {
+    /// Borrowed from the request when it is a single cookie (the common case).
+    fn sealed_session<'a>(&self, request: &'a HeaderMap) -> Option<Cow<'a, str>> {
         let base = &self.settings.name;
-        let cookies = request_cookies(request);
         let find = |name: &str| {
-            cookies
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, v)| v.as_str())
+            cookie_pairs(request)
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v)
         };
-        let sealed = match find(base) {
-            Some(single) => single.to_string(),
-            None => {
-                let mut joined = String::new();
-                for i in 0..=MAX_CHUNKS {
-                    match find(&format!("{base}_{i}")) {
-                        Some(chunk) if i < MAX_CHUNKS => joined.push_str(chunk),
-                        Some(_) => return None,
-                        None => break,
-                    }
-                }
-                if joined.is_empty() {
-                    return None;
-                }
-                joined
+        if let Some(single) = find(base) {
+            return Some(Cow::Borrowed(single));
+        }
+        let mut joined = String::new();
+        for i in 0..=MAX_CHUNKS {
+            match find(&format!("{base}_{i}")) {
+                Some(chunk) if i < MAX_CHUNKS => joined.push_str(chunk),
+                Some(_) => return None,
+                None => break,
             }
-        };
-        Some(sealed)
+        }
+        (!joined.is_empty()).then_some(Cow::Owned(joined))
     }
 
     /// `Set-Cookie` values that remove every Stagedoor cookie the request carries.
@@ -487,10 +482,29 @@ impl Codec {
 
     /// Removes Stagedoor's cookies from a request about to be forwarded, keeping the others.
     pub fn strip_own(&self, headers: &mut HeaderMap) {
-        if !headers.contains_key(header::COOKIE) {
+        let (mut ours, mut theirs) = (false, false);
+        for value in headers.get_all(header::COOKIE) {
+            let Ok(value) = value.to_str() else {
+                theirs = true;
+                continue;
+            };
+            for pair in value.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+                let name = pair.split('=').next().unwrap_or_default().trim();
+                if self.owns(name) {
+                    ours = true;
+                } else {
+                    theirs = true;
+                }
+            }
+        }
+        if !ours {
             return;
         }
-        let kept: Vec<String> = headers
+        if !theirs {
+            headers.remove(header::COOKIE);
+            return;
+        }
+        let kept: Vec<&str> = headers
             .get_all(header::COOKIE)
             .iter()
             .filter_map(|v| v.to_str().ok())
@@ -501,15 +515,30 @@ impl Codec {
                 let name = pair.split('=').next().unwrap_or_default().trim();
                 !self.owns(name)
             })
-            .map(str::to_string)
             .collect();
+        let value = HeaderValue::from_str(&kept.join("; "));
         headers.remove(header::COOKIE);
-        if !kept.is_empty()
-            && let Ok(value) = HeaderValue::from_str(&kept.join("; "))
+        if let Ok(value) = value
+            && !value.is_empty()
         {
             headers.insert(header::COOKIE, value);
         }
     }
+}
+
+/// The `name=value` pairs of the request's `Cookie` headers, in order, borrowed: the pairs
+/// `cookie::Cookie::split_parse` finds, without its allocations.
+fn cookie_pairs(request: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
+    request
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| {
+            let (name, value) = pair.split_once('=')?;
+            let name = name.trim();
+            (!name.is_empty()).then(|| (name, value.trim()))
+        })
 }
 
 /// All `name=value` pairs from the request's `Cookie` headers.
@@ -742,5 +771,38 @@ mod tests {
         only_ours.insert(header::COOKIE, HeaderValue::from_static("_stagedoor=x"));
         codec.strip_own(&mut only_ours);
         assert!(!only_ours.contains_key(header::COOKIE));
+        // None of ours: left exactly as sent.
+        let mut none_ours = HeaderMap::new();
+        none_ours.insert(header::COOKIE, HeaderValue::from_static("a=1;b=2 ;  c"));
+        codec.strip_own(&mut none_ours);
+        assert_eq!(none_ours[header::COOKIE], "a=1;b=2 ;  c");
+        // Split across two headers: what is kept is joined into one.
+        let mut split = HeaderMap::new();
+        split.append(
+            header::COOKIE,
+            HeaderValue::from_static("_stagedoor_1=x; a=1"),
+        );
+        split.append(header::COOKIE, HeaderValue::from_static("b=2"));
+        codec.strip_own(&mut split);
+        assert_eq!(split.get_all(header::COOKIE).iter().count(), 1);
+        assert_eq!(split[header::COOKIE], "a=1; b=2");
+    }
+
+    #[test]
+    fn the_session_cookie_is_found_as_the_cookie_crate_would() {
+        let codec = Codec::new(SECRET, &[], settings());
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, HeaderValue::from_static("junk; =x; a=1"));
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static(" _stagedoor = first ; _stagedoor=second"),
+        );
+        assert_eq!(codec.sealed_session(&h).as_deref(), Some("first"));
+        let mut chunked = HeaderMap::new();
+        chunked.insert(
+            header::COOKIE,
+            HeaderValue::from_static("_stagedoor_0=ab; _stagedoor_1=cd"),
+        );
+        assert_eq!(codec.sealed_session(&chunked).as_deref(), Some("abcd"));
     }
 }
