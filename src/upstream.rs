@@ -1,10 +1,14 @@
-//! Upstreams: where requests go, and the pool of HTTP/1.1 connections that takes them there.
+//! Upstreams: where requests go, and the pools of HTTP/1.1 connections that take them there.
 //!
-//! The pool is Stagedoor's own, on hyper's connection API: a stack of idle connections per
-//! upstream. A connection goes back to the stack when the response body it carried has been
-//! read to the end; a body dropped half-way closes its connection instead. A request that
-//! finds its pooled connection closed by the upstream (a keep-alive race) is sent again on a
-//! new one, since it never left.
+//! Two clients share each upstream. A request without a body on plain TCP (the common case)
+//! goes through the lean client (`upstream/lean.rs`), which writes and reads its connection in
+//! the request's own task. Requests with a body, upgrades and TLS upstreams go through hyper's
+//! connection API. Both pools are Stagedoor's own: a stack of idle connections per upstream,
+//! the most recent on top. A connection goes back to its stack when the response body it
+//! carried has been read to the end; a body dropped half-way closes its connection instead. A
+//! request that finds its pooled connection closed by the upstream (a keep-alive race) is sent
+//! again on a new one: by hyper only if it was never written, by the lean client only if its
+//! method is idempotent and nothing came back.
 
 use std::net::SocketAddr;
 use std::pin::Pin;

@@ -156,13 +156,13 @@ fn chunk_size(line: &[u8]) -> Result<u64, &'static str> {
     if digits == 0 || digits > 15 {
         return Err("chunk size missing or too large");
     }
-    // Optional whitespace, then `;` and extensions, which are ignored.
+    // Optional whitespace, then `;` and extensions (ignored), or the end of the line.
     let rest = &line[digits..];
     let blank = rest
         .iter()
         .take_while(|&&b| b == b' ' || b == b'\t')
         .count();
-    if !rest.is_empty() && rest.get(blank) != Some(&b';') {
+    if blank < rest.len() && rest[blank] != b';' {
         return Err("chunk size line is malformed");
     }
     let hex = std::str::from_utf8(&line[..digits]).map_err(|_| "chunk size is not hex")?;
@@ -208,13 +208,14 @@ mod tests {
     #[test]
     fn refuses_malformed_framing() {
         for bad in [
-            &b"5\nhello\r\n0\r\n\r\n"[..], // bare LF
-            b"5\r\nhelloX\r\n0\r\n\r\n",   // data longer than its size
-            b"g\r\n",                      // not hex
-            b"\r\n",                       // no size
-            b"1234567890abcdef0\r\n",      // overflows
-            b"5 x\r\nhello\r\n0\r\n\r\n",  // junk after the size
-            b"-5\r\n",                     // sign
+            &b"5\nhello\r\n0\r\n\r\n"[..],  // bare LF
+            b"5\r\nhelloX\r\n0\r\n\r\n",    // data longer than its size
+            b"g\r\n",                       // not hex
+            b"\r\n",                        // no size
+            b"1234567890abcdef0\r\n",       // overflows
+            b"5 x\r\nhello\r\n0\r\n\r\n",   // junk after the size
+            b"5\x0b\r\nhello\r\n0\r\n\r\n", // not a blank
+            b"-5\r\n",                      // sign
         ] {
             assert!(
                 decode_all(bad, 1).is_err(),
@@ -227,9 +228,10 @@ mod tests {
     }
 
     #[test]
-    fn size_lines_may_have_extensions_after_whitespace() {
+    fn size_lines_may_have_whitespace_and_extensions() {
         assert_eq!(chunk_size(b"1a ; name=value").unwrap(), 26);
         assert_eq!(chunk_size(b"A;x").unwrap(), 10);
+        assert_eq!(chunk_size(b"5 \t").unwrap(), 5);
     }
 
     #[test]

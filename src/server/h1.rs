@@ -65,7 +65,7 @@ impl Conn {
             let mut deadline = None;
             let (request, keep_alive) = loop {
                 if !buf.is_empty() {
-                    match take_request(&mut buf) {
+                    match take_request(&mut buf, server.max_header_bytes) {
                         Taken::Request(request, keep_alive) => break (*request, keep_alive),
                         Taken::Hyper => return Next::Hyper(stream, buf.freeze()),
                         // hyper answers a head too large with 431.
@@ -109,8 +109,11 @@ impl Conn {
                     let until = *deadline.get_or_insert_with(|| {
                         tokio::time::Instant::now() + server.header_read_timeout
                     });
-                    let read = tokio::time::timeout_at(until, stream.read_buf(&mut buf));
-                    match read.await {
+                    let read = tokio::select! {
+                        read = tokio::time::timeout_at(until, stream.read_buf(&mut buf)) => read,
+                        () = &mut stopping => return Next::Closed,
+                    };
+                    match read {
                         Ok(Ok(0)) => return Next::Closed,
                         Ok(Ok(_)) => {}
                         Ok(Err(e)) => return self.failed(&e),
@@ -160,10 +163,12 @@ enum Taken {
 
 /// Parses the head at the start of `buf` and, if this loop serves it, takes it out of `buf`
 /// as a request whose header values share the buffer's memory.
-fn take_request(buf: &mut BytesMut) -> Taken {
+fn take_request(buf: &mut BytesMut, max_head: usize) -> Taken {
     let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut []);
     let len = match parsed.parse_with_uninit_headers(buf, &mut headers) {
+        // A head over the limit is hyper's to refuse (431), even when it came in one read.
+        Ok(httparse::Status::Complete(len)) if len > max_head => return Taken::Hyper,
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Taken::Partial,
         Err(_) => return Taken::Hyper,
@@ -272,11 +277,14 @@ async fn write_response(
             if no_length || declared.is_some() {
                 continue;
             }
-            let length = std::str::from_utf8(value.as_bytes())
-                .ok()
-                .and_then(|v| v.parse::<u64>().ok())
-                .ok_or_else(|| io::Error::other("response has an invalid content-length"))?;
+            // A list of equal lengths (RFC 9110 §8.6) is written as one; a value that is
+            // not a length is dropped, and the body's own framing used instead.
+            let Some(length) = single_length(value.as_bytes()) else {
+                continue;
+            };
             declared = Some(length);
+            put_header(out, b"content-length", length.to_string().as_bytes());
+            continue;
         }
         put_header(out, name.as_str().as_bytes(), value.as_bytes());
     }
@@ -375,6 +383,23 @@ async fn flush(stream: &mut TcpStream, out: &mut Vec<u8>) -> io::Result<()> {
 thread_local! {
     /// The `Date` value and the second it was formatted for, per thread.
     static DATE: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((0, String::new())) };
+}
+
+/// The length in a `Content-Length` value: one number, or a list of the same number.
+fn single_length(value: &[u8]) -> Option<u64> {
+    let mut length = None;
+    for part in value.split(|&b| b == b',') {
+        let part = part.trim_ascii();
+        if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        let n = std::str::from_utf8(part).ok()?.parse::<u64>().ok()?;
+        if length.is_some_and(|l| l != n) {
+            return None;
+        }
+        length = Some(n);
+    }
+    length
 }
 
 /// Adds a `Date` header; the value is formatted at most once a second per thread.

@@ -120,8 +120,8 @@ pub(super) fn request_head(parts: &Parts) -> Vec<u8> {
 /// How the upstream delimits the response body.
 #[derive(Debug)]
 pub(super) enum Framing {
-    /// No body follows the head; the connection can be reused.
-    Empty,
+    /// No body follows the head; the connection can be reused after it if `reuse`.
+    Empty(bool),
     /// This many bytes; the connection can be reused after them if `reuse`.
     Length(u64, bool),
     /// Chunked; the connection can be reused after it if `reuse`.
@@ -165,6 +165,8 @@ fn parse_response(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, BoxE
     let mut spans = Vec::with_capacity(parsed.headers.len());
     let mut keep_alive = version == Version::HTTP_11;
     let (mut chunked, mut coded, mut length) = (false, false, None::<u64>);
+    // The same length listed twice (RFC 9110 §8.6) is passed on once.
+    let mut repeated = false;
     for h in parsed.headers.iter() {
         let name = h.name.as_bytes();
         if name.eq_ignore_ascii_case(b"connection") {
@@ -189,6 +191,7 @@ fn parse_response(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, BoxE
                 if length.is_some_and(|l| l != n) {
                     return Err("conflicting upstream content-lengths".into());
                 }
+                repeated = length.is_some();
                 length = Some(n);
             }
         }
@@ -200,7 +203,7 @@ fn parse_response(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, BoxE
     let bodiless =
         head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
     let framing = if bodiless {
-        Framing::Empty
+        Framing::Empty(keep_alive)
     } else if coded {
         // A length next to a transfer coding is ignored, removed, and the connection not
         // reused (RFC 9112 §6.3).
@@ -213,6 +216,9 @@ fn parse_response(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, BoxE
             Framing::Close
         }
     } else if let Some(length) = length {
+        if repeated {
+            headers.insert(header::CONTENT_LENGTH, length.into());
+        }
         Framing::Length(length, keep_alive)
     } else {
         Framing::Close
@@ -221,10 +227,6 @@ fn parse_response(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, BoxE
     *response.status_mut() = status;
     *response.version_mut() = version;
     *response.headers_mut() = headers;
-    let framing = match framing {
-        Framing::Empty if !keep_alive => Framing::Close,
-        other => other,
-    };
     Ok(Parsed::Response(response, framing))
 }
 
@@ -252,7 +254,7 @@ impl LeanBody {
 
     fn is_done(&self) -> bool {
         match &self.framing {
-            Framing::Empty => true,
+            Framing::Empty(_) => true,
             Framing::Length(left, _) => *left == 0,
             Framing::Chunked(state, _) => *state == Chunked::Done,
             Framing::Close => false,
@@ -262,8 +264,9 @@ impl LeanBody {
     /// Hands the connection back if the body is complete and nothing follows it.
     fn release(&mut self) {
         let reuse = match &self.framing {
-            Framing::Empty => true,
-            Framing::Length(_, reuse) | Framing::Chunked(_, reuse) => *reuse,
+            Framing::Empty(reuse) | Framing::Length(_, reuse) | Framing::Chunked(_, reuse) => {
+                *reuse
+            }
             Framing::Close => false,
         };
         if let Some(conn) = self.conn.take()
@@ -281,7 +284,7 @@ impl LeanBody {
                 return Poll::Ready(None);
             };
             let data = match &mut self.framing {
-                Framing::Empty => None,
+                Framing::Empty(_) => None,
                 Framing::Length(0, _) => None,
                 Framing::Length(left, _) => {
                     if conn.buf.is_empty() {
@@ -349,7 +352,7 @@ impl HttpBody for LeanBody {
 
     fn size_hint(&self) -> SizeHint {
         match &self.framing {
-            Framing::Empty => SizeHint::with_exact(0),
+            Framing::Empty(_) => SizeHint::with_exact(0),
             Framing::Length(left, _) => SizeHint::with_exact(*left),
             _ => SizeHint::default(),
         }

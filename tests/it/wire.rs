@@ -161,6 +161,14 @@ async fn framing_upstream() -> String {
                             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n",
                             true,
                         ),
+                        "/listed-length" => (
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\nhello",
+                            false,
+                        ),
+                        "/no-content-close" => (
+                            b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n",
+                            true,
+                        ),
                         "/garbage" => (b"HTTP/1.1 2OO OK\r\n\r\n", true),
                         "/switch" => (
                             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n",
@@ -200,6 +208,17 @@ async fn every_upstream_framing_reaches_the_client_intact() {
 
     let (status, _, body) = get(addr, "/early-hints", &[]).await;
     assert_eq!((status, body.as_str()), (StatusCode::OK, "final"));
+
+    // The same length listed twice is one length.
+    let (status, headers, body) = get(addr, "/listed-length", &[]).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "hello"));
+    assert_eq!(headers["content-length"], "5");
+
+    // No body, and an upstream that closes: answered at once, not when the upstream closes.
+    let started = std::time::Instant::now();
+    let (status, _, body) = get(addr, "/no-content-close", &[]).await;
+    assert_eq!((status, body.as_str()), (StatusCode::NO_CONTENT, ""));
+    assert!(started.elapsed() < Duration::from_secs(2));
 
     let (status, headers, body) = get(addr, "/not-modified", &[]).await;
     assert_eq!((status, body.as_str()), (StatusCode::NOT_MODIFIED, ""));
@@ -262,5 +281,20 @@ async fn a_local_answer_on_the_own_path_has_its_length_and_date() {
     let body = &answer[answer.find("\r\n\r\n").unwrap() + 4..];
     assert_eq!(body.len(), length, "{answer}");
     assert!(answer.contains("\r\ndate: "), "{answer}");
+    assert!(upstream.seen().is_empty());
+}
+
+#[tokio::test]
+async fn a_head_over_the_limit_is_refused_even_in_one_write() {
+    let upstream = Upstream::start(|_req| async { text("never") }).await;
+    let proxy = start(config(&format!(
+        "[server]\nmax_header_bytes = 16384\n[upstreams.web]\nurl = \"{}\"\n",
+        upstream.url()
+    )))
+    .await;
+    let big = "x".repeat(20_000);
+    let request = format!("GET / HTTP/1.1\r\nHost: a\r\nX-Big: {big}\r\n\r\n");
+    let answer = crate::support::raw(proxy.addr(), request.as_bytes()).await;
+    assert_eq!(crate::support::status_of(&answer), 431, "{answer}");
     assert!(upstream.seen().is_empty());
 }
