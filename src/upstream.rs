@@ -348,9 +348,6 @@ where
     });
 }
 
-/// Idle lean connections beyond this many give up their read buffers (8 KiB each).
-const BUFFERED_IDLE: usize = 32;
-
 /// Idle connections of one upstream, the most recently used on top.
 #[derive(Debug)]
 struct Pool {
@@ -409,17 +406,15 @@ impl Pool {
         None
     }
 
-    /// Keeps a lean connection for the next request, unless the pool is full. Only the top
-    /// of the stack, which steady traffic keeps using, keeps its read buffer.
+    /// Keeps a lean connection for the next request, unless the pool is full. Its read buffer
+    /// waits apart (`wire::spare`) until the connection is used again.
     fn put_lean(self: &Arc<Self>, mut conn: lean::Conn, now: Instant) {
         {
             let mut idle = self.lean.lock().unwrap_or_else(|p| p.into_inner());
             if idle.len() >= self.max_idle {
                 return;
             }
-            if idle.len() >= BUFFERED_IDLE {
-                conn.free_buffer();
-            }
+            conn.free_buffer();
             idle.push((conn, now));
         }
         self.reaper.call_once(|| self.spawn_reaper());

@@ -24,7 +24,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::{Conn, PARK_AFTER, raised};
-use crate::wire::{self, Span, has_token, put_header, span};
+use crate::wire::{self, Span, has_token, put_header, span, spare};
 use crate::{Body, pipeline};
 
 /// How the loop left a connection.
@@ -81,7 +81,9 @@ impl Conn {
                     // a short read that the socket is drained: a system call less.)
                     let next = async {
                         poll_fn(|cx| stream.poll_read_ready(cx)).await?;
-                        buf.reserve(READ_CHUNK);
+                        if buf.capacity() == 0 {
+                            buf = spare::take(READ_CHUNK);
+                        }
                         stream.read_buf(&mut buf).await
                     };
                     let read = tokio::select! {
@@ -131,7 +133,7 @@ impl Conn {
             let close = !keep_alive || *self.signals.stop.borrow();
             let written = write_response(&mut stream, &mut out, response, head_only, close).await;
             if buf.is_empty() {
-                buf = BytesMut::new();
+                spare::give_back(std::mem::take(&mut buf));
             }
             match written {
                 Ok(true) if !close => {}

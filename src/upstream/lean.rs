@@ -20,7 +20,7 @@ use tokio::net::TcpStream;
 
 use super::Pool;
 use crate::BoxError;
-use crate::wire::{self, Chunked, Decoded, has_token, put_header, span};
+use crate::wire::{self, Chunked, Decoded, has_token, put_header, span, spare};
 
 /// A response head larger than this is refused (502).
 const MAX_HEAD: usize = 256 * 1024;
@@ -51,9 +51,9 @@ impl Conn {
         }
     }
 
-    /// Drops the (empty) read buffer's memory; the next read allocates a new one.
+    /// Gives the (empty) read buffer back while the connection idles in the pool.
     pub(super) fn free_buffer(&mut self) {
-        self.buf = BytesMut::new();
+        spare::give_back(std::mem::take(&mut self.buf));
     }
 
     /// True if the connection can take a request: the upstream has neither closed it nor
@@ -83,6 +83,9 @@ impl Conn {
                     Parsed::Partial => {}
                 }
             }
+            if self.buf.capacity() == 0 {
+                self.buf = spare::take(READ_CHUNK);
+            }
             self.buf.reserve(READ_CHUNK);
             match self.stream.read_buf(&mut self.buf).await {
                 Ok(0) if !received => {
@@ -99,7 +102,13 @@ impl Conn {
 
 /// The request head, in origin form, for a request without a body.
 pub(super) fn request_head(parts: &Parts) -> Vec<u8> {
-    let mut out = Vec::with_capacity(256);
+    // Sized once: a signed-in request's head, with its tokens, is a few KiB.
+    let size = parts
+        .headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum::<usize>();
+    let mut out = Vec::with_capacity(size + parts.uri.path().len() + 64);
     out.extend_from_slice(parts.method.as_str().as_bytes());
     out.push(b' ');
     let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
