@@ -14,10 +14,10 @@ pub fn span(whole: &[u8], part: &[u8]) -> Span {
     (start, start + part.len())
 }
 
-/// Builds a header map whose values share `head`'s memory, with room for the few headers a
-/// proxy adds. `None` if `http` refuses a name or a value (httparse is more permissive).
-pub fn header_map(head: &Bytes, spans: &[(Span, Span)]) -> Option<HeaderMap> {
-    let mut headers = HeaderMap::with_capacity(spans.len() + 8);
+/// Builds a header map whose values share `head`'s memory, with room for `extra` headers
+/// more. `None` if `http` refuses a name or a value (httparse is more permissive).
+pub fn header_map(head: &Bytes, spans: &[(Span, Span)], extra: usize) -> Option<HeaderMap> {
+    let mut headers = HeaderMap::with_capacity(spans.len() + extra);
     for &(name, value) in spans {
         let name = HeaderName::from_bytes(head.get(name.0..name.1)?).ok()?;
         let value = HeaderValue::from_maybe_shared(head.slice(value.0..value.1)).ok()?;
@@ -201,9 +201,14 @@ pub mod spare {
             .unwrap_or_else(|| BytesMut::with_capacity(capacity))
     }
 
-    /// Keeps `buf` for a later [`take`] on this thread, if it is empty and there is room.
-    pub fn give_back(buf: BytesMut) {
-        let Some(c) = class(buf.capacity()).filter(|_| buf.is_empty()) else {
+    /// Keeps `buf` for a later [`take`] on this thread, if it is empty, whole again (no
+    /// part of it is still shared, as a frozen head or body frame), and there is room.
+    pub fn give_back(mut buf: BytesMut) {
+        if !buf.is_empty() {
+            return;
+        }
+        let whole = buf.try_reclaim(8192) || buf.try_reclaim(4096);
+        let Some(c) = class(buf.capacity()).filter(|_| whole) else {
             return;
         };
         SPARE.with_borrow_mut(|spare| {

@@ -235,7 +235,8 @@ fn build(
     *request.method_mut() = method;
     *request.uri_mut() = uri;
     *request.version_mut() = Version::HTTP_11;
-    *request.headers_mut() = wire::header_map(head, spans)?;
+    // Room for what the proxy adds: forwarding headers, `Host`, the identity.
+    *request.headers_mut() = wire::header_map(head, spans, 8)?;
     Some(request)
 }
 

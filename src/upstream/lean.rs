@@ -208,7 +208,7 @@ fn parse_response(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, BoxE
     }
     let head = buf.split_to(len).freeze();
     let mut headers =
-        wire::header_map(&head, &spans).ok_or("invalid header in upstream response")?;
+        wire::header_map(&head, &spans, 0).ok_or("invalid header in upstream response")?;
     let bodiless =
         head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
     let framing = if bodiless {
