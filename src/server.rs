@@ -392,8 +392,8 @@ impl Conn {
     }
 
     /// Plain TCP: HTTP/2 with prior knowledge, or HTTP/1.1. An HTTP/1.1 connection idle for
-    /// [`PARK_AFTER`] is parked: its HTTP state (buffers of about 16 KiB) is dropped and the
-    /// socket waits to become readable, when a fresh HTTP/1.1 session picks it up again.
+    /// [`PARK_AFTER`] is parked: its HTTP state is dropped and the socket waits to become
+    /// readable, when a fresh HTTP/1.1 session picks it up again.
     async fn serve_plain(self, stream: TcpStream) {
         let (io, h2) = match self.sniff(stream).await {
             Some(sniffed) => sniffed,
@@ -402,30 +402,6 @@ impl Conn {
         if h2 {
             return self.serve_h2(io, false).await;
         }
-        if let Role::Public = self.role {
-            return self.serve_public_plain(io).await;
-        }
-        let activity = Arc::new(Activity::new());
-        let mut io = io;
-        loop {
-            let stream = match self.serve_h1(io, false, &activity).await {
-                Some(stream) => stream,
-                None => return,
-            };
-            let parked = matches!(self.role, Role::Public).then(|| self.app.metrics.parked());
-            if !self.wait_parked(&stream).await {
-                return;
-            }
-            drop(parked);
-            activity.touch();
-            io = Rewind::new(stream, Bytes::new());
-        }
-    }
-
-    /// The public listener on plain TCP: Stagedoor's own HTTP/1.1 loop (`h1.rs`) serves the
-    /// common request; hyper takes the connection for anything else, and gives it back once
-    /// the connection has gone idle and been parked.
-    async fn serve_public_plain(&self, io: Rewind<TcpStream>) {
         let mut force = self.signals.force.clone();
         let Rewind {
             mut prefix,
@@ -433,10 +409,15 @@ impl Conn {
             ..
         } = io;
         loop {
-            // Boxed, so that a parked connection's task does not keep room for a request.
-            let next = tokio::select! {
-                next = Box::pin(self.serve_lean(stream, prefix)) => next,
-                _ = raised(&mut force) => return,
+            // The public listener tries Stagedoor's own HTTP/1.1 loop (`h1.rs`) first; hyper
+            // takes a connection for anything else (and the admin listener always).
+            let next = match self.role {
+                // Boxed, so that a parked connection's task does not keep room for a request.
+                Role::Public => tokio::select! {
+                    next = Box::pin(self.serve_lean(stream, prefix)) => next,
+                    _ = raised(&mut force) => return,
+                },
+                Role::Admin => h1::Next::Hyper(stream, prefix),
             };
             let parked = match next {
                 h1::Next::Closed => return,
@@ -452,7 +433,7 @@ impl Conn {
                     }
                 }
             };
-            let counted = self.app.metrics.parked();
+            let counted = matches!(self.role, Role::Public).then(|| self.app.metrics.parked());
             if !self.wait_parked(&parked).await {
                 return;
             }
@@ -781,11 +762,6 @@ impl Activity {
             last_ms: AtomicU64::new(0),
             parking: AtomicBool::new(false),
         }
-    }
-
-    /// Counts now as the last activity (a parked connection woke up).
-    fn touch(&self) {
-        self.last_ms.store(self.now_ms(), Ordering::Relaxed);
     }
 
     fn begin(self: &Arc<Self>) -> InFlight {

@@ -196,10 +196,6 @@ impl Upstream {
         &self,
         mut request: Request<Body>,
     ) -> Result<Response<PooledBody>, ProxyError> {
-        let error = |source: BoxError| ProxyError::Upstream {
-            upstream: self.name.clone(),
-            source,
-        };
         loop {
             let (mut sender, pooled) = match self.pool.take() {
                 Some(sender) => (sender, true),
@@ -220,7 +216,7 @@ impl Upstream {
                 Err(mut e) => match e.take_message() {
                     // Never written: the upstream had closed a pooled connection. Try again.
                     Some(unsent) if pooled => request = unsent,
-                    _ => return Err(error(Box::new(e.into_error()))),
+                    _ => return Err(self.failed(Box::new(e.into_error()))),
                 },
             }
         }
@@ -286,7 +282,6 @@ impl Upstream {
     /// Opens a new connection: TCP, TLS for `https`, then the HTTP/1.1 handshake.
     async fn open(&self) -> Result<http1::SendRequest<Body>, ProxyError> {
         let c = &self.connect;
-        let error = |source: BoxError| self.failed(source);
         let tcp = self.connect_tcp().await?;
         let peer = tcp.peer_addr().ok();
         let sender = match &c.tls {
@@ -297,11 +292,11 @@ impl Upstream {
                     .map_err(|_| ProxyError::UpstreamTimeout {
                         upstream: self.name.clone(),
                     })?
-                    .map_err(|e| error(Box::new(e)))?;
+                    .map_err(|e| self.failed(Box::new(e)))?;
                 handshake(tls, peer).await
             }
         };
-        sender.map_err(|e| error(Box::new(e)))
+        sender.map_err(|e| self.failed(Box::new(e)))
     }
 }
 

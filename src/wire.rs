@@ -26,6 +26,23 @@ pub fn header_map(head: &Bytes, spans: &[(Span, Span)], extra: usize) -> Option<
     Some(headers)
 }
 
+/// The length in a `Content-Length` value: one number, or a list of the same number.
+pub fn content_length(value: &[u8]) -> Option<u64> {
+    let mut length = None;
+    for part in value.split(|&b| b == b',') {
+        let part = part.trim_ascii();
+        if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        let n = std::str::from_utf8(part).ok()?.parse::<u64>().ok()?;
+        if length.is_some_and(|l| l != n) {
+            return None;
+        }
+        length = Some(n);
+    }
+    length
+}
+
 /// True if the comma-separated `value` lists `token` (case-insensitive).
 pub fn has_token(value: &[u8], token: &[u8]) -> bool {
     value

@@ -282,7 +282,7 @@ async fn write_response(
             }
             // A list of equal lengths (RFC 9110 §8.6) is written as one; a value that is
             // not a length is dropped, and the body's own framing used instead.
-            let Some(length) = single_length(value.as_bytes()) else {
+            let Some(length) = wire::content_length(value.as_bytes()) else {
                 continue;
             };
             declared = Some(length);
@@ -346,7 +346,7 @@ async fn write_response(
                     .checked_sub(data.len() as u64)
                     .ok_or_else(|| io::Error::other("response body longer than its length"))?;
             }
-            Framing::Chunked => out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes()),
+            Framing::Chunked => put_chunk_size(out, data.len()),
             Framing::None => {}
         }
         if data.len() >= DIRECT_WRITE {
@@ -375,6 +375,13 @@ async fn write_response(
     Ok(whole)
 }
 
+/// Appends a chunk-size line (hex, CRLF) without allocating.
+fn put_chunk_size(out: &mut Vec<u8>, size: usize) {
+    use std::io::Write as _;
+    // Writing to a Vec cannot fail.
+    let _ = write!(out, "{size:x}\r\n");
+}
+
 async fn flush(stream: &mut TcpStream, out: &mut Vec<u8>) -> io::Result<()> {
     if !out.is_empty() {
         stream.write_all(out).await?;
@@ -386,23 +393,6 @@ async fn flush(stream: &mut TcpStream, out: &mut Vec<u8>) -> io::Result<()> {
 thread_local! {
     /// The `Date` value and the second it was formatted for, per thread.
     static DATE: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((0, String::new())) };
-}
-
-/// The length in a `Content-Length` value: one number, or a list of the same number.
-fn single_length(value: &[u8]) -> Option<u64> {
-    let mut length = None;
-    for part in value.split(|&b| b == b',') {
-        let part = part.trim_ascii();
-        if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
-            return None;
-        }
-        let n = std::str::from_utf8(part).ok()?.parse::<u64>().ok()?;
-        if length.is_some_and(|l| l != n) {
-            return None;
-        }
-        length = Some(n);
-    }
-    length
 }
 
 /// Adds a `Date` header; the value is formatted at most once a second per thread.

@@ -191,18 +191,12 @@ fn parse_response(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, BoxE
                 .next()
                 .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
         } else if name.eq_ignore_ascii_case(b"content-length") {
-            for value in h.value.split(|&b| b == b',') {
-                let n = std::str::from_utf8(value.trim_ascii())
-                    .ok()
-                    .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .ok_or("invalid upstream content-length")?;
-                if length.is_some_and(|l| l != n) {
-                    return Err("conflicting upstream content-lengths".into());
-                }
-                repeated = length.is_some();
-                length = Some(n);
+            let n = wire::content_length(h.value).ok_or("invalid upstream content-length")?;
+            if length.is_some_and(|l| l != n) {
+                return Err("conflicting upstream content-lengths".into());
             }
+            repeated |= length.is_some() || h.value.contains(&b',');
+            length = Some(n);
         }
         spans.push((span(buf, name), span(buf, h.value)));
     }
