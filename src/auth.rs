@@ -1163,7 +1163,7 @@ impl Auth {
         };
         let uri = match query {
             Some(q) => format!("{path}?{q}"),
-            None => path,
+            None => path.into_owned(),
         };
         let Ok(synthetic) = http::Request::builder().method(method).uri(uri).body(()) else {
             return error_response(StatusCode::FORBIDDEN, "The request is not valid.", None);

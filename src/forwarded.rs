@@ -69,7 +69,7 @@ pub struct Origin<'a> {
     /// `https` on a TLS listener, else `http`.
     pub proto: &'static str,
     /// The host the client asked for, if it was a valid authority.
-    pub host: Option<&'a str>,
+    pub host: Option<&'a HeaderValue>,
 }
 
 /// Rewrites the forwarding headers of a request about to be sent upstream and returns the
@@ -107,28 +107,37 @@ pub fn apply(headers: &mut HeaderMap, origin: Origin<'_>, trusted: &TrustedProxi
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(origin.proto));
     }
     if !(believed && headers.contains_key(&X_FORWARDED_HOST)) {
-        set(
-            headers,
-            X_FORWARDED_HOST,
-            origin.host.and_then(header_value),
-        );
+        set(headers, X_FORWARDED_HOST, origin.host.cloned());
     }
 
-    let mut element = String::with_capacity(64);
-    element.push_str(&origin.peer.element);
-    if let Some(host) = origin.host {
-        element.push_str(";host=\"");
-        element.push_str(host);
-        element.push('"');
-    }
-    element.push_str(";proto=");
-    element.push_str(origin.proto);
-    let forwarded = match believed.then(|| joined(headers, &FORWARDED)).flatten() {
-        Some(prior) => format!("{prior}, {element}"),
-        None => element,
-    };
-    set(headers, FORWARDED, header_value(&forwarded));
+    let prior = believed.then(|| joined(headers, &FORWARDED)).flatten();
+    set(
+        headers,
+        FORWARDED,
+        forwarded_value(prior.as_deref(), origin),
+    );
     client
+}
+
+/// `Forwarded` with this hop's element after the `prior` ones: built in one exact-size
+/// allocation that the header value takes over.
+fn forwarded_value(prior: Option<&str>, origin: Origin<'_>) -> Option<HeaderValue> {
+    let host = origin.host.and_then(|h| h.to_str().ok());
+    let parts: [&str; 8] = [
+        prior.unwrap_or(""),
+        if prior.is_some() { ", " } else { "" },
+        &origin.peer.element,
+        if host.is_some() { ";host=\"" } else { "" },
+        host.unwrap_or(""),
+        if host.is_some() { "\"" } else { "" },
+        ";proto=",
+        origin.proto,
+    ];
+    let mut value = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
+    for part in parts {
+        value.extend_from_slice(part.as_bytes());
+    }
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(value)).ok()
 }
 
 /// The client's address as [`apply`] would find it, leaving the headers alone.
@@ -207,7 +216,7 @@ mod tests {
         let origin = Origin {
             peer: &Peer::new(peer.parse().unwrap()),
             proto: "https",
-            host: Some("portal.example.com"),
+            host: Some(&HeaderValue::from_static("portal.example.com")),
         };
         let client = apply(&mut h, origin, &trusted);
         (h, client)

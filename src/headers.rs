@@ -29,7 +29,13 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for value in headers.get_all(header::CONNECTION) {
         let Ok(value) = value.to_str() else { continue };
         for token in value.split(',') {
-            if let Ok(name) = HeaderName::from_bytes(token.trim().as_bytes()) {
+            // Looked up before it is made a name: most tokens (`keep-alive`, `close`) name
+            // no header present, and making a name would allocate.
+            let token = token.trim();
+            if token.is_empty() || !headers.contains_key(token) {
+                continue;
+            }
+            if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
                 named.push(name);
             }
         }

@@ -9,6 +9,7 @@
 //! 4. **response**: hop-by-hop headers out, or a tunnel for a protocol upgrade;
 //! 5. **log**: one access-log line when the response body is done.
 
+use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
@@ -187,9 +188,11 @@ fn normalize_path(parts: &mut Parts) -> Result<(), ProxyError> {
     let path = parts.uri.path();
     let normalized = crate::path::normalize(path)
         .ok_or(ProxyError::BadRequest("The request path is not valid."))?;
-    if normalized == path {
-        return Ok(());
-    }
+    let normalized = match normalized {
+        Cow::Borrowed(_) => return Ok(()),
+        Cow::Owned(normalized) if normalized == path => return Ok(()),
+        Cow::Owned(normalized) => normalized,
+    };
     let pq = match parts.uri.query() {
         Some(query) => format!("{normalized}?{query}"),
         None => normalized,
@@ -268,6 +271,12 @@ async fn forward(
         .as_ref()
         .and_then(|_| parts.extensions.remove::<OnUpgrade>());
 
+    // The asked-for host as a header value: the client's own `Host` when that is where it
+    // came from (sharing its bytes), else made from the URI's authority.
+    let host_value = host.and_then(|h| match parts.uri.authority() {
+        None => parts.headers.get(header::HOST).cloned(),
+        Some(_) => HeaderValue::from_str(h.as_str()).ok(),
+    });
     let headers = &mut parts.headers;
     strip_hop_by_hop(headers);
     // Stripped on every request, signed in or not: a client never chooses its own identity.
@@ -287,17 +296,14 @@ async fn forward(
     let origin = Origin {
         peer: &ctx.forwarded_peer,
         proto: if ctx.tls { "https" } else { "http" },
-        host: host.map(Authority::as_str),
+        host: host_value.as_ref(),
     };
     *client = forwarded::apply(headers, origin, &app.trusted);
-    let host_value = match host {
-        Some(h) if upstream.pass_host_header() => HeaderValue::from_str(h.as_str()).ok(),
-        _ => None,
+    let host_header = match host_value {
+        Some(value) if upstream.pass_host_header() => value,
+        _ => upstream.host_header().clone(),
     };
-    headers.insert(
-        header::HOST,
-        host_value.unwrap_or_else(|| upstream.host_header().clone()),
-    );
+    headers.insert(header::HOST, host_header);
     if let Some(protocol) = &upgrade_to {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, protocol.clone());

@@ -32,7 +32,7 @@ mod lean;
 use crate::config::{ConfigError, Issues, UpstreamConfig, parse_upstream_url};
 use crate::error::ProxyError;
 use crate::metrics::{Metrics, RouteMetrics};
-use crate::{Body, BoxError, tls};
+use crate::{Body, BoxError, tls, wire};
 
 /// One configured upstream and its connection pool.
 #[derive(Debug)]
@@ -229,15 +229,27 @@ impl Upstream {
         request: Request<Body>,
     ) -> Result<Response<PooledBody>, ProxyError> {
         let (parts, _) = request.into_parts();
-        let head = lean::request_head(&parts);
+        let mut head = lean::request_head(&parts);
         let head_request = parts.method == http::Method::HEAD;
+        let result = self.exchange_lean_head(&parts, &head, head_request).await;
+        head.clear();
+        wire::spare::give_back(head);
+        result
+    }
+
+    async fn exchange_lean_head(
+        &self,
+        parts: &http::request::Parts,
+        head: &[u8],
+        head_request: bool,
+    ) -> Result<Response<PooledBody>, ProxyError> {
         loop {
             let (conn, pooled) = match self.pool.take_lean() {
                 Some(conn) => (conn, true),
                 // Boxed: connecting is rare and its future is large.
                 None => (lean::Conn::new(Box::pin(self.connect_tcp()).await?), false),
             };
-            match conn.exchange(&head, head_request).await {
+            match conn.exchange(head, head_request).await {
                 Ok((response, framing, conn)) => {
                     let body = lean::LeanBody::new(conn, framing, &self.pool);
                     return Ok(response.map(|()| PooledBody(Kind::Lean(body))));

@@ -2,7 +2,7 @@
 //! client (`upstream/lean.rs`): header maps that share the bytes of a parsed head, header
 //! writing, and a strict decoder for chunked bodies (RFC 9112 §7.1).
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
 /// Start and end of a part of a head, as offsets into its bytes.
@@ -51,11 +51,16 @@ pub fn has_token(value: &[u8], token: &[u8]) -> bool {
 }
 
 /// Appends `name: value` and its line end.
-pub fn put_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
+pub fn put_header(out: &mut impl BufMut, name: &[u8], value: &[u8]) {
+    out.put_slice(name);
+    out.put_slice(b": ");
+    out.put_slice(value);
+    out.put_slice(b"\r\n");
+}
+
+/// Appends `name: n` and its line end.
+pub fn put_length(out: &mut impl BufMut, name: &[u8], n: u64) {
+    put_header(out, name, itoa::Buffer::new().format(n).as_bytes());
 }
 
 /// A chunk-size line or a trailer line longer than this is refused.
@@ -210,12 +215,18 @@ pub mod spare {
         }
     }
 
-    /// An empty buffer with room for at least `capacity` bytes (4 or 8 KiB).
+    /// An empty buffer with room for at least `capacity` bytes: a kept one of 4 or 8 KiB
+    /// when that is enough, else a new one.
     pub fn take(capacity: usize) -> BytesMut {
-        class(capacity)
+        let size = match capacity {
+            0..=4096 => 4096,
+            4097..=8192 => 8192,
+            _ => return BytesMut::with_capacity(capacity),
+        };
+        class(size)
             .and_then(|c| SPARE.with_borrow_mut(|spare| spare[c].pop()))
-            .filter(|buf| buf.capacity() >= capacity)
-            .unwrap_or_else(|| BytesMut::with_capacity(capacity))
+            .filter(|buf| buf.capacity() >= size)
+            .unwrap_or_else(|| BytesMut::with_capacity(size))
     }
 
     /// Keeps `buf` for a later [`take`] on this thread, if it is empty, whole again (no

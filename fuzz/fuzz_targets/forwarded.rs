@@ -28,7 +28,7 @@ fuzz_target!(|data: &[u8]| {
         let origin = Origin {
             peer: &Peer::new(peer),
             proto: "https",
-            host: Some("portal.example.com"),
+            host: Some(&HeaderValue::from_static("portal.example.com")),
         };
         let client = apply(&mut copy, origin, &trusted);
         if peer == stranger {

@@ -42,7 +42,7 @@ fuzz_target!(|path: &str| {
     assert!(!normalized.contains("//"), "{path:?} -> {normalized:?}");
     assert_eq!(
         stagedoor::path::normalize(&normalized).as_deref(),
-        Some(normalized.as_str()),
+        Some(&*normalized),
         "not canonical: {path:?}"
     );
     let client = std::net::IpAddr::from([192, 0, 2, 1]);

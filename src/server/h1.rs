@@ -24,7 +24,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::{Conn, PARK_AFTER, raised};
-use crate::wire::{self, Span, has_token, put_header, span, spare};
+use crate::wire::{self, Span, has_token, put_header, put_length, span, spare};
 use crate::{Body, pipeline};
 
 /// How the loop left a connection.
@@ -66,13 +66,13 @@ impl Conn {
             let (request, keep_alive) = loop {
                 if !buf.is_empty() {
                     match take_request(&mut buf, server.max_header_bytes) {
-                        Taken::Request(request, keep_alive) => break (*request, keep_alive),
-                        Taken::Hyper => return Next::Hyper(stream, buf.freeze()),
+                        Ok(taken) => break taken,
+                        Err(NotTaken::Hyper) => return Next::Hyper(stream, buf.freeze()),
                         // hyper answers a head too large with 431.
-                        Taken::Partial if buf.len() >= server.max_header_bytes => {
+                        Err(NotTaken::Partial) if buf.len() >= server.max_header_bytes => {
                             return Next::Hyper(stream, buf.freeze());
                         }
-                        Taken::Partial => {}
+                        Err(NotTaken::Partial) => {}
                     }
                 }
                 if buf.is_empty() {
@@ -153,10 +153,8 @@ impl Conn {
     }
 }
 
-/// What the buffered bytes hold.
-enum Taken {
-    /// A request for this loop, and whether the connection stays open after it.
-    Request(Box<Request<Empty<Bytes>>>, bool),
+/// Why the buffered bytes are not a request for this loop.
+enum NotTaken {
     /// Part of a head.
     Partial,
     /// Something for hyper; the buffer is as it was.
@@ -164,32 +162,36 @@ enum Taken {
 }
 
 /// Parses the head at the start of `buf` and, if this loop serves it, takes it out of `buf`
-/// as a request whose header values share the buffer's memory.
-fn take_request(buf: &mut BytesMut, max_head: usize) -> Taken {
+/// as a request whose header values share the buffer's memory, and whether the connection
+/// stays open after it.
+fn take_request(
+    buf: &mut BytesMut,
+    max_head: usize,
+) -> Result<(Request<Empty<Bytes>>, bool), NotTaken> {
     let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut []);
     let len = match parsed.parse_with_uninit_headers(buf, &mut headers) {
         // A head over the limit is hyper's to refuse (431), even when it came in one read.
-        Ok(httparse::Status::Complete(len)) if len > max_head => return Taken::Hyper,
+        Ok(httparse::Status::Complete(len)) if len > max_head => return Err(NotTaken::Hyper),
         Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) => return Taken::Partial,
-        Err(_) => return Taken::Hyper,
+        Ok(httparse::Status::Partial) => return Err(NotTaken::Partial),
+        Err(_) => return Err(NotTaken::Hyper),
     };
     let (Some(1), Some(method), Some(path)) = (parsed.version, parsed.method, parsed.path) else {
-        return Taken::Hyper;
+        return Err(NotTaken::Hyper);
     };
     let Ok(method) = Method::from_bytes(method.as_bytes()) else {
-        return Taken::Hyper;
+        return Err(NotTaken::Hyper);
     };
     // Origin form only: absolute form, `*` and CONNECT's authority form are hyper's.
     if method == Method::CONNECT || !path.starts_with('/') {
-        return Taken::Hyper;
+        return Err(NotTaken::Hyper);
     }
     let target = span(buf, path.as_bytes());
-    let mut spans = Vec::with_capacity(parsed.headers.len());
+    let mut spans = [((0, 0), (0, 0)); MAX_HEADERS];
     let mut keep_alive = true;
     let mut hosts = 0;
-    for h in parsed.headers.iter() {
+    for (i, h) in parsed.headers.iter().enumerate() {
         let name = h.name.as_bytes();
         let is = |n: &HeaderName| name.eq_ignore_ascii_case(n.as_str().as_bytes());
         // A body (or the question of one), or another protocol: hyper frames those.
@@ -198,28 +200,29 @@ fn take_request(buf: &mut BytesMut, max_head: usize) -> Taken {
             || is(&header::UPGRADE)
             || is(&header::EXPECT)
         {
-            return Taken::Hyper;
+            return Err(NotTaken::Hyper);
         }
         if is(&header::HOST) {
             hosts += 1;
         } else if is(&header::CONNECTION) && has_token(h.value, b"close") {
             keep_alive = false;
         }
-        spans.push((span(buf, name), span(buf, h.value)));
+        spans[i] = (span(buf, name), span(buf, h.value));
     }
     if hosts > 1 {
-        return Taken::Hyper;
+        return Err(NotTaken::Hyper);
     }
+    let spans = &spans[..parsed.headers.len()];
     let head = buf.split_to(len).freeze();
-    match build(&head, method, target, &spans) {
-        Some(request) => Taken::Request(Box::new(request), keep_alive),
+    match build(&head, method, target, spans) {
+        Some(request) => Ok((request, keep_alive)),
         None => {
             // Rare (a name or value `http` refuses): put the head back for hyper to answer.
             let mut whole = BytesMut::with_capacity(head.len() + buf.len());
             whole.extend_from_slice(&head);
             whole.extend_from_slice(buf);
             *buf = whole;
-            Taken::Hyper
+            Err(NotTaken::Hyper)
         }
     }
 }
@@ -286,7 +289,7 @@ async fn write_response(
                 continue;
             };
             declared = Some(length);
-            put_header(out, b"content-length", length.to_string().as_bytes());
+            put_length(out, b"content-length", length);
             continue;
         }
         put_header(out, name.as_str().as_bytes(), value.as_bytes());
@@ -296,7 +299,7 @@ async fn write_response(
     } else if let Some(length) = declared {
         Framing::Length(length)
     } else if let Some(length) = body.size_hint().exact() {
-        put_header(out, b"content-length", length.to_string().as_bytes());
+        put_length(out, b"content-length", length);
         Framing::Length(length)
     } else {
         put_header(out, b"transfer-encoding", b"chunked");

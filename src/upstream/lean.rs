@@ -10,7 +10,7 @@ use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::header;
 use http::request::Parts;
 use http::{Method, Response, StatusCode, Version};
@@ -100,17 +100,18 @@ impl Conn {
     }
 }
 
-/// The request head, in origin form, for a request without a body.
-pub(super) fn request_head(parts: &Parts) -> Vec<u8> {
+/// The request head, in origin form, for a request without a body, in a buffer that
+/// [`spare::give_back`] can keep.
+pub(super) fn request_head(parts: &Parts) -> BytesMut {
     // Sized once: a signed-in request's head, with its tokens, is a few KiB.
     let size = parts
         .headers
         .iter()
         .map(|(name, value)| name.as_str().len() + value.len() + 4)
         .sum::<usize>();
-    let mut out = Vec::with_capacity(size + parts.uri.path().len() + 64);
+    let mut out = spare::take(size + parts.uri.path().len() + 64);
     out.extend_from_slice(parts.method.as_str().as_bytes());
-    out.push(b' ');
+    out.put_u8(b' ');
     let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
@@ -171,17 +172,26 @@ fn parse_response(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, BoxE
         Some(1) => Version::HTTP_11,
         _ => Version::HTTP_10,
     };
-    let mut spans = Vec::with_capacity(parsed.headers.len());
+    let mut spans = [((0, 0), (0, 0)); MAX_HEADERS];
+    let mut kept = 0;
     let mut keep_alive = version == Version::HTTP_11;
     let (mut chunked, mut coded, mut length) = (false, false, None::<u64>);
     // The same length listed twice (RFC 9110 §8.6) is passed on once.
     let mut repeated = false;
     for h in parsed.headers.iter() {
         let name = h.name.as_bytes();
-        if name.eq_ignore_ascii_case(b"connection") {
+        // Hop-by-hop headers that `strip_hop_by_hop` would remove anyway are left out here.
+        let hop = if name.eq_ignore_ascii_case(b"connection") {
             if has_token(h.value, b"close") {
                 keep_alive = false;
             }
+            // Kept when it names other headers: those must be stripped too.
+            h.value.split(|&b| b == b',').all(|t| {
+                let t = t.trim_ascii();
+                t.is_empty()
+                    || t.eq_ignore_ascii_case(b"keep-alive")
+                    || t.eq_ignore_ascii_case(b"close")
+            })
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             coded = true;
             // Only a final `chunked` delimits the body; anything else runs to the close.
@@ -190,6 +200,7 @@ fn parse_response(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, BoxE
                 .rsplit(|&b| b == b',')
                 .next()
                 .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            true
         } else if name.eq_ignore_ascii_case(b"content-length") {
             let n = wire::content_length(h.value).ok_or("invalid upstream content-length")?;
             if length.is_some_and(|l| l != n) {
@@ -197,12 +208,19 @@ fn parse_response(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, BoxE
             }
             repeated |= length.is_some() || h.value.contains(&b',');
             length = Some(n);
+            false
+        } else {
+            name.eq_ignore_ascii_case(b"keep-alive")
+        };
+        if !hop {
+            spans[kept] = (span(buf, name), span(buf, h.value));
+            kept += 1;
         }
-        spans.push((span(buf, name), span(buf, h.value)));
     }
+    let spans = &spans[..kept];
     let head = buf.split_to(len).freeze();
     let mut headers =
-        wire::header_map(&head, &spans, 0).ok_or("invalid header in upstream response")?;
+        wire::header_map(&head, spans, 0).ok_or("invalid header in upstream response")?;
     let bodiless =
         head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
     let framing = if bodiless {
