@@ -9,6 +9,7 @@ pub mod app;
 pub mod auth;
 pub mod backstage;
 pub mod backstage_token;
+pub mod body;
 pub mod config;
 pub mod error;
 pub mod forwarded;
@@ -40,8 +41,7 @@ pub use server::{Running, Server};
 /// The error type carried between layers; mapped to a response once, in [`error`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// The body type of every response Stagedoor sends and every request it forwards.
-pub type Body = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, BoxError>;
+pub use body::Body;
 
 /// Modification time and length of a file, to notice that it changed (configuration and
 /// emails files are polled with it); `None` if it cannot be read.
@@ -52,18 +52,12 @@ pub fn file_stamp(path: &std::path::Path) -> Option<(std::time::SystemTime, u64)
 
 /// A body holding `data`, sent in one frame.
 pub fn full(data: impl Into<bytes::Bytes>) -> Body {
-    use http_body_util::BodyExt;
-    http_body_util::Full::new(data.into())
-        .map_err(|never| match never {})
-        .boxed_unsync()
+    Body::full(data)
 }
 
 /// An empty body.
 pub fn empty() -> Body {
-    use http_body_util::BodyExt;
-    http_body_util::Empty::new()
-        .map_err(|never| match never {})
-        .boxed_unsync()
+    Body::empty()
 }
 
 /// Installs aws-lc-rs as the process's rustls provider. Call once before any TLS use;

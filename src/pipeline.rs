@@ -20,7 +20,6 @@ use http::request::Parts;
 use http::uri::Authority;
 use http::{Request, Response, StatusCode, Version};
 use http_body::Body as HttpBody;
-use http_body_util::BodyExt;
 use hyper::upgrade::OnUpgrade;
 
 use crate::access_log::{Entry, Logged};
@@ -52,15 +51,15 @@ where
     B: HttpBody<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    let start = Instant::now();
     let (parts, body) = request.into_parts();
-    let body = body.map_err(Into::into).boxed_unsync();
+    let body = Body::new(body);
     let host = request_host(&parts);
     let log_head = app.config.log.access_log.then(|| {
         (
             parts.method.clone(),
             parts.uri.path().to_string(),
             parts.version,
+            Instant::now(),
         )
     });
 
@@ -77,7 +76,7 @@ where
 
     match log_head {
         None => response,
-        Some((method, path, version)) => {
+        Some((method, path, version, start)) => {
             let entry = Entry {
                 method,
                 host: host
@@ -92,7 +91,7 @@ where
                 user: log.user,
                 start,
             };
-            response.map(|body| Logged::new(body, entry).boxed_unsync())
+            response.map(|body| Body::new(Logged::new(body, entry)))
         }
     }
 }
@@ -344,5 +343,5 @@ async fn forward(
     }
 
     strip_hop_by_hop(response.headers_mut());
-    Ok(response.map(|body| body.map_err(BoxError::from).boxed_unsync()))
+    Ok(response.map(Body::from))
 }

@@ -14,6 +14,9 @@ pub fn span(whole: &[u8], part: &[u8]) -> Span {
     (start, start + part.len())
 }
 
+/// Where each header's name and value are in a head: on the stack for all but large heads.
+pub type Spans = smallvec::SmallVec<[(Span, Span); 32]>;
+
 /// Builds a header map whose values share `head`'s memory, with room for `extra` headers
 /// more. `None` if `http` refuses a name or a value (httparse is more permissive).
 pub fn header_map(head: &Bytes, spans: &[(Span, Span)], extra: usize) -> Option<HeaderMap> {

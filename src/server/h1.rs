@@ -13,7 +13,7 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::pin::{Pin, pin};
 use std::task::Poll;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderName};
@@ -60,7 +60,10 @@ impl Conn {
         let every = (server.idle_timeout / 4).clamp(Duration::from_millis(50), PARK_AFTER / 2);
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last = Instant::now();
+        // When the connection was last seen busy, to the tick: a request marks it busy, and
+        // the next tick stamps it, so serving costs no clock read.
+        let mut last = tokio::time::Instant::now();
+        let mut busy = false;
         loop {
             let mut deadline = None;
             let (request, keep_alive) = loop {
@@ -87,16 +90,19 @@ impl Conn {
                         stream.read_buf(&mut buf).await
                     };
                     let read = tokio::select! {
-                        read = next => Some(read),
-                        _ = tick.tick() => None,
+                        read = next => Ok(read),
+                        at = tick.tick() => Err(at),
                         () = &mut stopping => return Next::Closed,
                     };
                     match read {
-                        Some(Ok(0)) => return Next::Closed,
-                        Some(Ok(_)) => {}
-                        Some(Err(e)) => return self.failed(&e),
-                        None => {
-                            let idle = last.elapsed();
+                        Ok(Ok(0)) => return Next::Closed,
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => return self.failed(&e),
+                        Err(at) => {
+                            if std::mem::take(&mut busy) {
+                                last = at;
+                            }
+                            let idle = at.saturating_duration_since(last);
                             if idle >= server.idle_timeout {
                                 return Next::Closed;
                             }
@@ -143,7 +149,7 @@ impl Conn {
                 }
                 Err(e) => return self.failed(&e),
             }
-            last = Instant::now();
+            busy = true;
         }
     }
 
@@ -188,10 +194,10 @@ fn take_request(
         return Err(NotTaken::Hyper);
     }
     let target = span(buf, path.as_bytes());
-    let mut spans = [((0, 0), (0, 0)); MAX_HEADERS];
+    let mut spans = wire::Spans::new();
     let mut keep_alive = true;
     let mut hosts = 0;
-    for (i, h) in parsed.headers.iter().enumerate() {
+    for h in parsed.headers.iter() {
         let name = h.name.as_bytes();
         let is = |n: &HeaderName| name.eq_ignore_ascii_case(n.as_str().as_bytes());
         // A body (or the question of one), or another protocol: hyper frames those.
@@ -207,14 +213,13 @@ fn take_request(
         } else if is(&header::CONNECTION) && has_token(h.value, b"close") {
             keep_alive = false;
         }
-        spans[i] = (span(buf, name), span(buf, h.value));
+        spans.push((span(buf, name), span(buf, h.value)));
     }
     if hosts > 1 {
         return Err(NotTaken::Hyper);
     }
-    let spans = &spans[..parsed.headers.len()];
     let head = buf.split_to(len).freeze();
-    match build(&head, method, target, spans) {
+    match build(&head, method, target, &spans) {
         Some(request) => Ok((request, keep_alive)),
         None => {
             // Rare (a name or value `http` refuses): put the head back for hyper to answer.
@@ -238,8 +243,8 @@ fn build(
     *request.method_mut() = method;
     *request.uri_mut() = uri;
     *request.version_mut() = Version::HTTP_11;
-    // Room for what the proxy adds: forwarding headers, `Host`, the identity.
-    *request.headers_mut() = wire::header_map(head, spans, 8)?;
+    // Room for what the proxy adds: forwarding headers, `Host`, the identity and its tokens.
+    *request.headers_mut() = wire::header_map(head, spans, 16)?;
     Some(request)
 }
 

@@ -172,8 +172,7 @@ fn parse_response(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, BoxE
         Some(1) => Version::HTTP_11,
         _ => Version::HTTP_10,
     };
-    let mut spans = [((0, 0), (0, 0)); MAX_HEADERS];
-    let mut kept = 0;
+    let mut spans = wire::Spans::new();
     let mut keep_alive = version == Version::HTTP_11;
     let (mut chunked, mut coded, mut length) = (false, false, None::<u64>);
     // The same length listed twice (RFC 9110 §8.6) is passed on once.
@@ -213,14 +212,12 @@ fn parse_response(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, BoxE
             name.eq_ignore_ascii_case(b"keep-alive")
         };
         if !hop {
-            spans[kept] = (span(buf, name), span(buf, h.value));
-            kept += 1;
+            spans.push((span(buf, name), span(buf, h.value)));
         }
     }
-    let spans = &spans[..kept];
     let head = buf.split_to(len).freeze();
     let mut headers =
-        wire::header_map(&head, spans, 0).ok_or("invalid header in upstream response")?;
+        wire::header_map(&head, &spans, 0).ok_or("invalid header in upstream response")?;
     let bodiless =
         head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
     let framing = if bodiless {

@@ -21,7 +21,7 @@ fn channel_body() -> (mpsc::Sender<Bytes>, Body) {
             .await
             .map(|chunk| (Ok::<_, BoxError>(Frame::data(chunk)), rx))
     });
-    (tx, StreamBody::new(stream).boxed_unsync())
+    (tx, Body::new(StreamBody::new(stream)))
 }
 
 fn client()
@@ -128,7 +128,7 @@ async fn large_bodies_pass_both_ways() {
             let chunk = Bytes::from(vec![b'd'; MIB]);
             let stream = futures_util::stream::iter(0..LARGE)
                 .map(move |_| Ok::<_, BoxError>(Frame::data(chunk.clone())));
-            return Response::new(StreamBody::new(stream).boxed_unsync());
+            return Response::new(Body::new(StreamBody::new(stream)));
         }
         let mut body = req.into_body();
         let mut total = 0usize;
@@ -144,7 +144,7 @@ async fn large_bodies_pass_both_ways() {
     let stream = futures_util::stream::iter(0..LARGE)
         .map(move |_| Ok::<_, BoxError>(Frame::data(chunk.clone())));
     let request = Request::post(format!("http://{}/upload", proxy.addr()))
-        .body(StreamBody::new(stream).boxed_unsync())
+        .body(Body::new(StreamBody::new(stream)))
         .unwrap();
     let response = client().request(request).await.unwrap();
     let total = response.into_body().collect().await.unwrap().to_bytes();
