@@ -93,10 +93,15 @@ fn run(path: Option<PathBuf>) -> ExitCode {
         eprintln!("stagedoor: {e}");
         return ExitCode::from(EXIT_CONFIG);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // One CPU to run on (an affinity mask or a cgroup quota of one, as in a sidecar with a
+    // one-CPU limit): one thread does everything, without the work-stealing machinery.
+    let one_cpu = std::thread::available_parallelism().is_ok_and(|n| n.get() == 1);
+    let mut builder = if one_cpu {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("stagedoor: cannot start the runtime: {e}");
