@@ -12,9 +12,10 @@
 
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::uri::{PathAndQuery, Scheme};
@@ -95,6 +96,7 @@ impl Upstream {
                 lean: Mutex::new(Vec::new()),
                 max_idle: config.pool_max_idle,
                 idle_timeout: config.pool_idle_timeout,
+                ticks: AtomicU64::new(0),
                 reaper: std::sync::Once::new(),
             }),
             metrics: metrics.route(name),
@@ -359,17 +361,25 @@ where
 #[derive(Debug)]
 struct Pool {
     idle: Mutex<Vec<Idle>>,
-    /// Idle connections of the lean client, and since when.
-    lean: Mutex<Vec<(lean::Conn, Instant)>>,
+    /// Idle connections of the lean client, and since which tick.
+    lean: Mutex<Vec<(lean::Conn, u64)>>,
     max_idle: usize,
     idle_timeout: Duration,
+    /// The reaper's ticks, [`FRESH_TICKS`] to an idle timeout: a coarse clock, so that taking
+    /// and returning a connection costs no clock read.
+    ticks: AtomicU64,
     reaper: std::sync::Once,
 }
+
+/// An idle connection is used again only within this many reaper ticks of its return: after
+/// three to four quarters of the idle timeout, never more.
+const FRESH_TICKS: u64 = 4;
 
 #[derive(Debug)]
 struct Idle {
     sender: http1::SendRequest<Body>,
-    since: Instant,
+    /// The tick it was returned in.
+    since: u64,
 }
 
 impl Pool {
@@ -377,7 +387,7 @@ impl Pool {
     fn take(&self) -> Option<http1::SendRequest<Body>> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         while let Some(entry) = idle.pop() {
-            if !entry.sender.is_closed() && entry.since.elapsed() < self.idle_timeout {
+            if !entry.sender.is_closed() && self.is_fresh(entry.since) {
                 return Some(entry.sender);
             }
         }
@@ -396,7 +406,7 @@ impl Pool {
             }
             idle.push(Idle {
                 sender,
-                since: Instant::now(),
+                since: self.tick(),
             });
         }
         self.reaper.call_once(|| self.spawn_reaper());
@@ -406,7 +416,7 @@ impl Pool {
     fn take_lean(&self) -> Option<lean::Conn> {
         let mut idle = self.lean.lock().unwrap_or_else(|p| p.into_inner());
         while let Some((conn, since)) = idle.pop() {
-            if since.elapsed() < self.idle_timeout && conn.is_usable() {
+            if self.is_fresh(since) && conn.is_usable() {
                 return Some(conn);
             }
         }
@@ -415,35 +425,42 @@ impl Pool {
 
     /// Keeps a lean connection for the next request, unless the pool is full. Its read buffer
     /// waits apart (`wire::spare`) until the connection is used again.
-    fn put_lean(self: &Arc<Self>, mut conn: lean::Conn, now: Instant) {
+    fn put_lean(self: &Arc<Self>, mut conn: lean::Conn) {
         {
             let mut idle = self.lean.lock().unwrap_or_else(|p| p.into_inner());
             if idle.len() >= self.max_idle {
                 return;
             }
             conn.free_buffer();
-            idle.push((conn, now));
+            idle.push((conn, self.tick()));
         }
         self.reaper.call_once(|| self.spawn_reaper());
     }
 
-    /// Closes connections idle longer than the idle timeout, until the pool is dropped.
+    fn tick(&self) -> u64 {
+        self.ticks.load(Ordering::Relaxed)
+    }
+
+    fn is_fresh(&self, since: u64) -> bool {
+        self.tick().wrapping_sub(since) < FRESH_TICKS
+    }
+
+    /// Counts ticks and closes connections no longer fresh, until the pool is dropped.
     fn spawn_reaper(self: &Arc<Self>) {
         let pool = Arc::downgrade(self);
-        let every = (self.idle_timeout / 2).max(Duration::from_millis(100));
+        let every = (self.idle_timeout / FRESH_TICKS as u32).max(Duration::from_millis(10));
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
                 let Some(pool) = pool.upgrade() else { return };
+                pool.ticks.fetch_add(1, Ordering::Relaxed);
                 let mut idle = pool.idle.lock().unwrap_or_else(|p| p.into_inner());
-                idle.retain(|e| !e.sender.is_closed() && e.since.elapsed() < pool.idle_timeout);
+                idle.retain(|e| !e.sender.is_closed() && pool.is_fresh(e.since));
                 drop(idle);
                 let mut lean = pool.lean.lock().unwrap_or_else(|p| p.into_inner());
-                lean.retain(|(conn, since)| {
-                    since.elapsed() < pool.idle_timeout && conn.is_usable()
-                });
+                lean.retain(|(conn, since)| pool.is_fresh(*since) && conn.is_usable());
             }
         });
     }

@@ -8,7 +8,6 @@ use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
-use std::time::Instant;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::header;
@@ -292,7 +291,7 @@ impl LeanBody {
             && conn.buf.is_empty()
             && let Some(pool) = self.home.upgrade()
         {
-            pool.put_lean(conn, Instant::now());
+            pool.put_lean(conn);
         }
     }
 
