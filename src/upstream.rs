@@ -236,6 +236,7 @@ impl Upstream {
         let result = self.exchange_lean_head(&parts, &head, head_request).await;
         head.clear();
         wire::spare::give_back(head);
+        wire::spare::give_back_map(parts.headers);
         result
     }
 

@@ -20,7 +20,7 @@ pub type Spans = smallvec::SmallVec<[(Span, Span); 32]>;
 /// Builds a header map whose values share `head`'s memory, with room for `extra` headers
 /// more. `None` if `http` refuses a name or a value (httparse is more permissive).
 pub fn header_map(head: &Bytes, spans: &[(Span, Span)], extra: usize) -> Option<HeaderMap> {
-    let mut headers = HeaderMap::with_capacity(spans.len() + extra);
+    let mut headers = spare::map(spans.len() + extra);
     for &(name, value) in spans {
         let name = HeaderName::from_bytes(head.get(name.0..name.1)?).ok()?;
         let value = HeaderValue::from_maybe_shared(head.slice(value.0..value.1)).ok()?;
@@ -201,6 +201,7 @@ pub mod spare {
     use std::cell::RefCell;
 
     use bytes::BytesMut;
+    use http::HeaderMap;
 
     /// At most this many of each size are kept per thread.
     const KEEP: usize = 64;
@@ -232,6 +233,37 @@ pub mod spare {
             .unwrap_or_else(|| BytesMut::with_capacity(size))
     }
 
+    /// Most heads, and what the proxy adds to them, fit a map of this capacity; maps are
+    /// made at least this large so that any kept one serves any head.
+    const MAP_CAPACITY: usize = 24;
+    /// Maps that grew larger than this are not kept.
+    const MAP_KEEP_LIMIT: usize = 96;
+
+    thread_local! {
+        static MAPS: RefCell<Vec<HeaderMap>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// An empty header map with room for `capacity` headers: a kept one when it is large
+    /// enough, else a new one.
+    pub fn map(capacity: usize) -> HeaderMap {
+        MAPS.with_borrow_mut(Vec::pop)
+            .filter(|map| map.capacity() >= capacity)
+            .unwrap_or_else(|| HeaderMap::with_capacity(capacity.max(MAP_CAPACITY)))
+    }
+
+    /// Empties `map` and keeps it for a later [`map`] on this thread, if there is room.
+    pub fn give_back_map(mut map: HeaderMap) {
+        if map.capacity() < MAP_CAPACITY || map.capacity() > MAP_KEEP_LIMIT {
+            return;
+        }
+        map.clear();
+        MAPS.with_borrow_mut(|maps| {
+            if maps.len() < KEEP {
+                maps.push(map);
+            }
+        });
+    }
+
     /// Keeps `buf` for a later [`take`] on this thread, if it is empty, whole again (no
     /// part of it is still shared, as a frozen head or body frame), and there is room.
     pub fn give_back(mut buf: BytesMut) {
@@ -253,6 +285,17 @@ pub mod spare {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_kept_header_map_comes_back_empty() {
+        let mut map = spare::map(4);
+        map.insert("x-secret", HeaderValue::from_static("previous request"));
+        spare::give_back_map(map);
+        let again = spare::map(4);
+        assert!(again.is_empty());
+        assert!(again.capacity() >= 24);
+        assert!(again.get("x-secret").is_none());
+    }
 
     fn decode_all(input: &[u8], step: usize) -> Result<(Vec<u8>, Vec<u8>), &'static str> {
         let mut state = Chunked::Size;

@@ -266,7 +266,7 @@ async fn write_response(
     head_only: bool,
     close: bool,
 ) -> io::Result<bool> {
-    let (parts, mut body) = response.into_parts();
+    let (mut parts, mut body) = response.into_parts();
     let status = parts.status;
     let bodiless = head_only
         || status.is_informational()
@@ -313,6 +313,7 @@ async fn write_response(
     if !parts.headers.contains_key(header::DATE) {
         put_date(out);
     }
+    spare::give_back_map(std::mem::take(&mut parts.headers));
     if close {
         put_header(out, b"connection", b"close");
     }
