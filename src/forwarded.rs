@@ -213,10 +213,11 @@ mod tests {
             );
         }
         let trusted = TrustedProxies::new(trusted.iter().map(|n| n.parse().unwrap()).collect());
+        let host = HeaderValue::from_static("portal.example.com");
         let origin = Origin {
             peer: &Peer::new(peer.parse().unwrap()),
             proto: "https",
-            host: Some(&HeaderValue::from_static("portal.example.com")),
+            host: Some(&host),
         };
         let client = apply(&mut h, origin, &trusted);
         (h, client)

@@ -375,6 +375,8 @@ struct Pool {
 /// An idle connection is used again only within this many reaper ticks of its return: after
 /// three to four quarters of the idle timeout, never more.
 const FRESH_TICKS: u64 = 4;
+/// The reaper's shortest tick.
+const MIN_TICK: Duration = Duration::from_millis(10);
 
 #[derive(Debug)]
 struct Idle {
@@ -397,7 +399,7 @@ impl Pool {
 
     /// Keeps `sender` for the next request, unless the pool is full or it is closed.
     fn put(self: &Arc<Self>, sender: http1::SendRequest<Body>) {
-        if sender.is_closed() {
+        if sender.is_closed() || self.keeps_nothing() {
             return;
         }
         {
@@ -427,6 +429,9 @@ impl Pool {
     /// Keeps a lean connection for the next request, unless the pool is full. Its read buffer
     /// waits apart (`wire::spare`) until the connection is used again.
     fn put_lean(self: &Arc<Self>, mut conn: lean::Conn) {
+        if self.keeps_nothing() {
+            return;
+        }
         {
             let mut idle = self.lean.lock().unwrap_or_else(|p| p.into_inner());
             if idle.len() >= self.max_idle {
@@ -446,17 +451,26 @@ impl Pool {
         self.tick().wrapping_sub(since) < FRESH_TICKS
     }
 
+    /// Too short an idle timeout to count in ticks: nothing is kept.
+    fn keeps_nothing(&self) -> bool {
+        self.idle_timeout < MIN_TICK * FRESH_TICKS as u32
+    }
+
     /// Counts ticks and closes connections no longer fresh, until the pool is dropped.
     fn spawn_reaper(self: &Arc<Self>) {
         let pool = Arc::downgrade(self);
-        let every = (self.idle_timeout / FRESH_TICKS as u32).max(Duration::from_millis(10));
+        let every = (self.idle_timeout / FRESH_TICKS as u32).max(MIN_TICK);
         tokio::spawn(async move {
+            let start = tokio::time::Instant::now();
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
                 let Some(pool) = pool.upgrade() else { return };
-                pool.ticks.fetch_add(1, Ordering::Relaxed);
+                // Ticks elapsed by the clock, so a reaper running late still ages connections.
+                let elapsed = start.elapsed().as_nanos() / every.as_nanos().max(1);
+                let ticks = u64::try_from(elapsed).unwrap_or(u64::MAX);
+                pool.ticks.fetch_max(ticks, Ordering::Relaxed);
                 let mut idle = pool.idle.lock().unwrap_or_else(|p| p.into_inner());
                 idle.retain(|e| !e.sender.is_closed() && pool.is_fresh(e.since));
                 drop(idle);

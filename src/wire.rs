@@ -267,7 +267,8 @@ pub mod spare {
     /// Keeps `buf` for a later [`take`] on this thread, if it is empty, whole again (no
     /// part of it is still shared, as a frozen head or body frame), and there is room.
     pub fn give_back(mut buf: BytesMut) {
-        if !buf.is_empty() {
+        // An empty buffer only; and not one made for an unusually large head.
+        if !buf.is_empty() || buf.capacity() > 16 * 1024 {
             return;
         }
         let whole = buf.try_reclaim(8192) || buf.try_reclaim(4096);

@@ -25,10 +25,11 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(client_address(&headers, stranger, &trusted), stranger);
     for peer in [stranger, std::net::IpAddr::from([10, 1, 2, 3])] {
         let mut copy = headers.clone();
+        let host = HeaderValue::from_static("portal.example.com");
         let origin = Origin {
             peer: &Peer::new(peer),
             proto: "https",
-            host: Some(&HeaderValue::from_static("portal.example.com")),
+            host: Some(&host),
         };
         let client = apply(&mut copy, origin, &trusted);
         if peer == stranger {

@@ -61,7 +61,7 @@ impl Conn {
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // When the connection was last seen busy, to the tick: a request marks it busy, and
-        // the next tick stamps it, so serving costs no clock read.
+        // the next tick stamps it, so serving a request costs no clock read.
         let mut last = tokio::time::Instant::now();
         let mut busy = false;
         loop {
@@ -91,18 +91,21 @@ impl Conn {
                     };
                     let read = tokio::select! {
                         read = next => Ok(read),
-                        at = tick.tick() => Err(at),
+                        _ = tick.tick() => Err(()),
                         () = &mut stopping => return Next::Closed,
                     };
                     match read {
                         Ok(Ok(0)) => return Next::Closed,
                         Ok(Ok(_)) => {}
                         Ok(Err(e)) => return self.failed(&e),
-                        Err(at) => {
+                        Err(()) => {
+                            // Read now, not taken from the tick: a tick missed during a long
+                            // response fires late with its old time.
+                            let now = tokio::time::Instant::now();
                             if std::mem::take(&mut busy) {
-                                last = at;
+                                last = now;
                             }
-                            let idle = at.saturating_duration_since(last);
+                            let idle = now.saturating_duration_since(last);
                             if idle >= server.idle_timeout {
                                 return Next::Closed;
                             }

@@ -298,3 +298,44 @@ async fn a_head_over_the_limit_is_refused_even_in_one_write() {
     assert_eq!(crate::support::status_of(&answer), 431, "{answer}");
     assert!(upstream.seen().is_empty());
 }
+
+#[tokio::test]
+async fn a_long_response_does_not_count_as_idle_time() {
+    // Found in review: idleness was measured from a tick missed during the response, so a
+    // connection was closed soon after any response that took longer than the idle timeout.
+    let upstream = Upstream::start(|req| async move {
+        if req.uri().path() == "/slow" {
+            tokio::time::sleep(Duration::from_millis(900)).await;
+        }
+        text("done")
+    })
+    .await;
+    let proxy = start(config(&format!(
+        "[server]\nidle_timeout = \"600ms\"\n[upstreams.web]\nurl = \"{}\"\n",
+        upstream.url()
+    )))
+    .await;
+    let mut stream = TcpStream::connect(proxy.addr()).await.unwrap();
+    exchange(
+        &mut stream,
+        b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n",
+        "done",
+    )
+    .await;
+    // Well within the idle timeout since the response, past a few of the loop's ticks.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    exchange(
+        &mut stream,
+        b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n",
+        "done",
+    )
+    .await;
+    // And an idle connection is still closed once the timeout has passed.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(2), stream.read_to_end(&mut rest)).await;
+    assert!(
+        matches!(read, Ok(Ok(0))),
+        "closed after the idle timeout: {read:?}"
+    );
+}
