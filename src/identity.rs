@@ -8,10 +8,11 @@
 //! minted once per identity and reused until half its lifetime is gone, so signing costs
 //! nothing on most requests.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
+use bytes::{BufMut, Bytes};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode};
 use regex::Regex;
@@ -23,7 +24,8 @@ use crate::backstage_token::BackstageTokens;
 use crate::config::{Config, ConfigError};
 use crate::session::{Session, now};
 use crate::signing::Keys;
-use crate::{Body, full};
+use crate::wire::put_header;
+use crate::{Body, FastMap, full};
 
 const X_FORWARDED_USER: HeaderName = HeaderName::from_static("x-forwarded-user");
 const X_FORWARDED_EMAIL: HeaderName = HeaderName::from_static("x-forwarded-email");
@@ -136,11 +138,69 @@ struct Claims<'a> {
     exp: u64,
 }
 
-/// A token minted for one identity.
-#[derive(Clone)]
+/// The token headers minted for one identity, as a map would hold them and as head lines.
+#[derive(Debug)]
 struct Minted {
-    jwt: HeaderValue,
-    bearer: HeaderValue,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    lines: Bytes,
+}
+
+/// Headers as request-head lines (`name: value\r\n` each).
+fn head_lines(headers: &[(HeaderName, HeaderValue)]) -> Bytes {
+    let size = headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum();
+    let mut lines = Vec::with_capacity(size);
+    for (name, value) in headers {
+        put_header(&mut lines, name.as_str().as_bytes(), value.as_bytes());
+    }
+    Bytes::from(lines)
+}
+
+/// The identity headers of one request, ready for the upstream: written straight into a
+/// request head after the other headers, or added to a header map.
+#[derive(Debug)]
+pub struct Injected {
+    prepared: Arc<Prepared>,
+    minted: Option<Arc<Minted>>,
+    authorization: Option<HeaderValue>,
+}
+
+impl Injected {
+    /// Adds the headers to `headers`, replacing any of the same name.
+    pub fn insert_into(&self, headers: &mut HeaderMap) {
+        let minted = self.minted.iter().flat_map(|m| &m.headers);
+        for (name, value) in self.prepared.headers.iter().chain(minted) {
+            headers.insert(name.clone(), value.clone());
+        }
+        if let Some(bearer) = &self.authorization {
+            headers.insert(header::AUTHORIZATION, bearer.clone());
+        }
+    }
+
+    /// How many bytes [`Injected::write_to`] adds.
+    pub fn head_len(&self) -> usize {
+        self.prepared.lines.len()
+            + self.minted.as_ref().map_or(0, |m| m.lines.len())
+            + self
+                .authorization
+                .as_ref()
+                .map_or(0, |v| "authorization".len() + v.len() + 4)
+    }
+
+    /// Writes the headers as request-head lines. The request must not carry any of them:
+    /// [`Identity::strip`] removed the identity headers, and `Authorization` is only set
+    /// on requests without one.
+    pub fn write_to(&self, out: &mut impl BufMut) {
+        out.put_slice(&self.prepared.lines);
+        if let Some(minted) = &self.minted {
+            out.put_slice(&minted.lines);
+        }
+        if let Some(bearer) = &self.authorization {
+            put_header(out, b"authorization", bearer.as_bytes());
+        }
+    }
 }
 
 static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -152,13 +212,15 @@ pub struct Prepared {
     /// The [`Identity`] that made it.
     made_by: u64,
     headers: Vec<(HeaderName, HeaderValue)>,
+    /// `headers` as request-head lines.
+    lines: Bytes,
     key: [u8; 32],
 }
 
 /// Tokens by identity ([`identity_key`]), each reused until its renewal time.
 pub(crate) struct TokenCache<V> {
     /// (renew at, expires at, token)
-    map: RwLock<HashMap<[u8; 32], (u64, u64, V)>>,
+    map: RwLock<FastMap<[u8; 32], (u64, u64, V)>>,
 }
 
 impl<V: Clone> Default for TokenCache<V> {
@@ -212,7 +274,7 @@ pub struct Identity {
     group_filter: Option<Regex>,
     keys: Option<Keys>,
     discovery: String,
-    minted: TokenCache<Minted>,
+    minted: TokenCache<Arc<Minted>>,
     backstage: Option<BackstageTokens>,
 }
 
@@ -305,24 +367,55 @@ impl Identity {
         strip_listed(headers, &self.stripped);
     }
 
-    /// Sets the identity headers of a request about to be forwarded. Fails if the user cannot
-    /// be expressed in headers or a token: the request must then not be forwarded.
+    /// The identity headers of a request about to be forwarded: the user's, the tokens, and
+    /// a Backstage user token when the request is under `backstage.paths` and carries no
+    /// `Authorization` of its own (Backstage's frontend sends its own; those stay). Fails if
+    /// the user cannot be expressed in headers or a token: the request must then not be
+    /// forwarded.
+    pub fn injected(
+        &self,
+        headers: &HeaderMap,
+        path: &str,
+        session: &Session,
+    ) -> Result<Injected, InvalidIdentity> {
+        let prepared = self.prepared(session)?;
+        let minted = match self.jwt_header {
+            Some(_) => Some(self.token(session, &prepared.key)?),
+            None => None,
+        };
+        let authorization = match &self.backstage {
+            Some(backstage)
+                if backstage.covers(path) && !headers.contains_key(header::AUTHORIZATION) =>
+            {
+                let refs = || self.refs(session);
+                Some(backstage.token(prepared.key, refs).ok_or(InvalidIdentity)?)
+            }
+            _ => None,
+        };
+        Ok(Injected {
+            prepared,
+            minted,
+            authorization,
+        })
+    }
+
+    /// Sets the identity headers (not the Backstage user token) in `headers`.
     pub fn inject(
         &self,
         headers: &mut HeaderMap,
         session: &Session,
     ) -> Result<(), InvalidIdentity> {
         let prepared = self.prepared(session)?;
-        for (name, value) in &prepared.headers {
-            headers.insert(name.clone(), value.clone());
-        }
-        if let Some(name) = &self.jwt_header {
-            let minted = self.token(session, &prepared.key)?;
-            if self.oauth2_proxy_id_token {
-                headers.insert(X_OAUTH2_PROXY_ID_TOKEN, minted.bearer);
-            }
-            headers.insert(name.clone(), minted.jwt);
-        }
+        let minted = match self.jwt_header {
+            Some(_) => Some(self.token(session, &prepared.key)?),
+            None => None,
+        };
+        let injected = Injected {
+            prepared,
+            minted,
+            authorization: None,
+        };
+        injected.insert_into(headers);
         Ok(())
     }
 
@@ -350,12 +443,13 @@ impl Identity {
         {
             names.insert(X_FORWARDED_ACCESS_TOKEN, value);
         }
-        let headers = names
+        let headers: Vec<_> = names
             .iter()
             .map(|(name, value)| (name.clone(), value.clone()))
             .collect();
         Some(Arc::new(Prepared {
             made_by: self.id,
+            lines: head_lines(&headers),
             headers,
             key: identity_key(session),
         }))
@@ -434,32 +528,14 @@ impl Identity {
         Some(refs)
     }
 
-    /// Adds a Backstage user token (`backstage.*`) to a request under one of its paths that
-    /// carries no `Authorization` of its own. Backstage's frontend sends its own tokens; those
-    /// are never replaced.
-    pub fn inject_backstage_token(
-        &self,
-        headers: &mut HeaderMap,
-        path: &str,
-        session: &Session,
-    ) -> Result<(), InvalidIdentity> {
-        let Some(backstage) = &self.backstage else {
-            return Ok(());
-        };
-        if headers.contains_key(header::AUTHORIZATION) || !backstage.covers(path) {
-            return Ok(());
-        }
-        let key = self.prepared(session)?.key;
-        let refs = || self.refs(session);
-        let bearer = backstage.token(key, refs).ok_or(InvalidIdentity)?;
-        headers.insert(header::AUTHORIZATION, bearer);
-        Ok(())
-    }
-
     /// The token for `session`'s identity: the one minted before if it has more than half its
     /// lifetime left, else a new one.
-    fn token(&self, session: &Session, key: &[u8; 32]) -> Result<Minted, InvalidIdentity> {
-        let keys = self.keys.as_ref().ok_or(InvalidIdentity)?;
+    fn token(&self, session: &Session, key: &[u8; 32]) -> Result<Arc<Minted>, InvalidIdentity> {
+        let (keys, Some(jwt_header)) =
+            (self.keys.as_ref().ok_or(InvalidIdentity)?, &self.jwt_header)
+        else {
+            return Err(InvalidIdentity);
+        };
         let now = now();
         if let Some(minted) = self.minted.get(key, now) {
             return Ok(minted);
@@ -483,12 +559,23 @@ impl Identity {
             tracing::error!(error = %e, "cannot sign an identity token");
             InvalidIdentity
         })?;
-        let minted = Minted {
-            bearer: HeaderValue::from_str(&format!("Bearer {jwt}")).map_err(|_| InvalidIdentity)?,
-            jwt: HeaderValue::from_str(&jwt).map_err(|_| InvalidIdentity)?,
-        };
+        let mut headers = Vec::with_capacity(2);
+        if self.oauth2_proxy_id_token {
+            let bearer = HeaderValue::from_str(&format!("Bearer {jwt}"));
+            headers.push((
+                X_OAUTH2_PROXY_ID_TOKEN,
+                bearer.map_err(|_| InvalidIdentity)?,
+            ));
+        }
+        let value = HeaderValue::from_str(&jwt).map_err(|_| InvalidIdentity)?;
+        headers.push((jwt_header.clone(), value));
+        let minted = Arc::new(Minted {
+            lines: head_lines(&headers),
+            headers,
+        });
         let renew_at = now + self.lifetime.as_secs() / 2;
-        self.minted.insert(*key, renew_at, exp, minted.clone(), now);
+        self.minted
+            .insert(*key, renew_at, exp, Arc::clone(&minted), now);
         Ok(minted)
     }
 }

@@ -43,6 +43,10 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 pub use body::Body;
 
+/// A hash map with a fast (not flooding-proof) hasher, for per-request lookups whose keys a
+/// client cannot choose: hashes, names from the configuration, cookies Stagedoor sealed.
+pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
 /// Modification time and length of a file, to notice that it changed (configuration and
 /// emails files are polled with it); `None` if it cannot be read.
 pub fn file_stamp(path: &std::path::Path) -> Option<(std::time::SystemTime, u64)> {

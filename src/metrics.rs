@@ -19,7 +19,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use std::sync::OnceLock;
+use std::sync::{OnceLock, PoisonError, RwLock};
+
+use crate::FastMap;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -48,6 +50,9 @@ struct ProviderLabels {
 struct ResultLabels {
     result: &'static str,
 }
+
+/// Counters by outcome, for one rule.
+type Outcomes = Vec<(&'static str, Counter)>;
 
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
@@ -112,6 +117,9 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     upstream: Histograms<UpstreamLabels>,
     decisions: Family<DecisionLabels, Counter>,
+    /// The counters of `decisions` by rule and outcome, so a decision costs no allocation.
+    /// Rules are named by the configuration, so this stays small.
+    decided: RwLock<FastMap<Box<str>, Outcomes>>,
     sign_ins: Family<ProviderLabels, Counter>,
     refreshes: Family<ProviderLabels, Counter>,
     idp_requests: Family<ResultLabels, Counter>,
@@ -204,6 +212,7 @@ impl Metrics {
             requests,
             upstream,
             decisions,
+            decided: RwLock::default(),
             sign_ins,
             refreshes,
             idp_requests,
@@ -236,12 +245,28 @@ impl Metrics {
 
     /// The policy decided.
     pub fn decision(&self, outcome: &'static str, rule: &str) {
-        self.decisions
+        let decided = self.decided.read().unwrap_or_else(PoisonError::into_inner);
+        let known = decided
+            .get(rule)
+            .and_then(|outcomes| outcomes.iter().find(|(o, _)| *o == outcome));
+        if let Some((_, counter)) = known {
+            counter.inc();
+            return;
+        }
+        drop(decided);
+        let counter = self
+            .decisions
             .get_or_create(&DecisionLabels {
                 outcome,
                 rule: rule.to_string(),
             })
-            .inc();
+            .clone();
+        counter.inc();
+        let mut decided = self.decided.write().unwrap_or_else(PoisonError::into_inner);
+        let outcomes = decided.entry(rule.into()).or_default();
+        if !outcomes.iter().any(|(o, _)| *o == outcome) {
+            outcomes.push((outcome, counter));
+        }
     }
 
     /// A sign-in ended: `ok`, `refused` (by the policy) or `error`.

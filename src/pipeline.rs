@@ -283,15 +283,11 @@ async fn forward(
     if let Some(auth) = &app.auth {
         auth.codec().strip_own(headers);
     }
-    if let Some(session) = session {
-        app.identity
-            .inject(headers, session)
-            .and_then(|()| {
-                app.identity
-                    .inject_backstage_token(headers, parts.uri.path(), session)
-            })
-            .map_err(|_| ProxyError::Identity)?;
-    }
+    // Set after every other header, by the upstream client (see `Upstream::send`).
+    let identity = session
+        .map(|session| app.identity.injected(headers, parts.uri.path(), session))
+        .transpose()
+        .map_err(|_| ProxyError::Identity)?;
     let origin = Origin {
         peer: &ctx.forwarded_peer,
         proto: if ctx.tls { "https" } else { "http" },
@@ -319,7 +315,7 @@ async fn forward(
     *request.headers_mut() = parts.headers;
 
     let sent = Instant::now();
-    let mut response = upstream.send(request).await?;
+    let mut response = upstream.send(request, identity.as_ref()).await?;
     upstream
         .metrics()
         .upstream_response(sent.elapsed().as_secs_f64());

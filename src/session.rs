@@ -7,7 +7,6 @@
 //! still accepted for reading, so the secret can be rotated without signing everyone out.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -17,6 +16,7 @@ use http::header::{self, HeaderValue};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::FastMap;
 use crate::identity::Prepared;
 
 /// Largest cookie value Stagedoor sets; browsers cap name plus value near 4096 bytes.
@@ -114,7 +114,7 @@ pub struct OpenedSessions {
 
 #[derive(Debug, Default)]
 struct Opened {
-    map: HashMap<Box<str>, Arc<Session>, foldhash::fast::RandomState>,
+    map: FastMap<Box<str>, Arc<Session>>,
     /// Sum of the sealed values' lengths; the opened sessions take about as much again.
     bytes: usize,
 }
@@ -483,17 +483,14 @@ impl Codec {
     /// Removes Stagedoor's cookies from a request about to be forwarded, keeping the others.
     pub fn strip_own(&self, headers: &mut HeaderMap) {
         let (mut ours, mut theirs) = (false, false);
+        // Only names are read here, so values are not checked (or copied) on this pass.
         for value in headers.get_all(header::COOKIE) {
-            let Ok(value) = value.to_str() else {
-                theirs = true;
-                continue;
-            };
-            for pair in value.split(';').map(str::trim).filter(|p| !p.is_empty()) {
-                let name = pair.split('=').next().unwrap_or_default().trim();
-                if self.owns(name) {
-                    ours = true;
-                } else {
-                    theirs = true;
+            for pair in value.as_bytes().split(|&b| b == b';') {
+                let name = pair.split(|&b| b == b'=').next().unwrap_or_default();
+                match std::str::from_utf8(name.trim_ascii()) {
+                    Ok("") => {}
+                    Ok(name) if self.owns(name) => ours = true,
+                    _ => theirs = true,
                 }
             }
         }

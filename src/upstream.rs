@@ -32,6 +32,7 @@ mod lean;
 
 use crate::config::{ConfigError, Issues, UpstreamConfig, parse_upstream_url};
 use crate::error::ProxyError;
+use crate::identity::Injected;
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::{Body, BoxError, tls, wire};
 
@@ -170,10 +171,14 @@ impl Upstream {
             .build()
     }
 
-    /// Sends `request` and waits for the response head, at most the configured timeout
-    /// (connecting included).
-    pub async fn send(&self, request: Request<Body>) -> Result<Response<PooledBody>, ProxyError> {
-        match tokio::time::timeout(self.timeout, self.exchange(request)).await {
+    /// Sends `request` with the `identity` headers added, and waits for the response head,
+    /// at most the configured timeout (connecting included).
+    pub async fn send(
+        &self,
+        request: Request<Body>,
+        identity: Option<&Injected>,
+    ) -> Result<Response<PooledBody>, ProxyError> {
+        match tokio::time::timeout(self.timeout, self.exchange(request, identity)).await {
             Ok(result) => result,
             Err(_) => Err(ProxyError::UpstreamTimeout {
                 upstream: self.name.clone(),
@@ -181,13 +186,21 @@ impl Upstream {
         }
     }
 
-    async fn exchange(&self, request: Request<Body>) -> Result<Response<PooledBody>, ProxyError> {
+    async fn exchange(
+        &self,
+        mut request: Request<Body>,
+        identity: Option<&Injected>,
+    ) -> Result<Response<PooledBody>, ProxyError> {
         let lean = self.connect.tls.is_none()
             && request.body().is_end_stream()
             && !request.headers().contains_key(http::header::UPGRADE);
         if lean {
-            self.exchange_lean(request).await
+            // Written straight into the head: no map inserts.
+            self.exchange_lean(request, identity).await
         } else {
+            if let Some(identity) = identity {
+                identity.insert_into(request.headers_mut());
+            }
             // Boxed: the common request, above, should not carry room for this one.
             Box::pin(self.exchange_hyper(request)).await
         }
@@ -229,9 +242,10 @@ impl Upstream {
     async fn exchange_lean(
         &self,
         request: Request<Body>,
+        identity: Option<&Injected>,
     ) -> Result<Response<PooledBody>, ProxyError> {
         let (parts, _) = request.into_parts();
-        let mut head = lean::request_head(&parts);
+        let mut head = lean::request_head(&parts, identity);
         let head_request = parts.method == http::Method::HEAD;
         let result = self.exchange_lean_head(&parts, &head, head_request).await;
         head.clear();

@@ -19,6 +19,7 @@ use tokio::net::TcpStream;
 
 use super::Pool;
 use crate::BoxError;
+use crate::identity::Injected;
 use crate::wire::{self, Chunked, Decoded, has_token, put_header, span, spare};
 
 /// A response head larger than this is refused (502).
@@ -99,15 +100,16 @@ impl Conn {
     }
 }
 
-/// The request head, in origin form, for a request without a body, in a buffer that
-/// [`spare::give_back`] can keep.
-pub(super) fn request_head(parts: &Parts) -> BytesMut {
+/// The request head, in origin form, for a request without a body, with the `identity`
+/// headers after the others, in a buffer that [`spare::give_back`] can keep.
+pub(super) fn request_head(parts: &Parts, identity: Option<&Injected>) -> BytesMut {
     // Sized once: a signed-in request's head, with its tokens, is a few KiB.
     let size = parts
         .headers
         .iter()
         .map(|(name, value)| name.as_str().len() + value.len() + 4)
-        .sum::<usize>();
+        .sum::<usize>()
+        + identity.map_or(0, Injected::head_len);
     let mut out = spare::take(size + parts.uri.path().len() + 64);
     out.extend_from_slice(parts.method.as_str().as_bytes());
     out.put_u8(b' ');
@@ -116,6 +118,9 @@ pub(super) fn request_head(parts: &Parts) -> BytesMut {
     out.extend_from_slice(b" HTTP/1.1\r\n");
     for (name, value) in &parts.headers {
         put_header(&mut out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    if let Some(identity) = identity {
+        identity.write_to(&mut out);
     }
     // An empty body is still a body for these methods: say so.
     let expects_body = matches!(parts.method, Method::POST | Method::PUT | Method::PATCH);

@@ -119,6 +119,45 @@ async fn a_signed_token_and_oauth2_proxy_headers_reach_the_upstream() {
     );
 }
 
+/// A request without a body gets its identity written straight into the upstream head; one
+/// with a body goes through hyper's client, where it is added to the header map. Both must
+/// carry the same identity, each header once, and nothing forged.
+#[tokio::test]
+async fn requests_with_and_without_a_body_carry_the_same_identity() {
+    let up = Upstream::named("web").await;
+    let proxy = start(identity_config(&up, "")).await;
+    let (mut browser, _) = sign_in(proxy.addr(), "/", "alice@example.com").await;
+    let forged = [
+        ("x-forwarded-user", "mallory"),
+        ("X_Forwarded_Email", "mallory@example.com"),
+        ("x-stagedoor-jwt-assertion", "forged"),
+    ];
+    let mut seen = Vec::new();
+    for body in [bytes::Bytes::new(), bytes::Bytes::from_static(b"{\"a\":1}")] {
+        let method = if body.is_empty() { "GET" } else { "POST" };
+        let page = browser.send(method, "/catalog", &forged, body).await;
+        assert_eq!(page.status, StatusCode::OK, "{method}");
+        seen.push(header_map(&up.last().headers));
+    }
+    let names = [
+        "x-forwarded-user",
+        "x-forwarded-email",
+        "x-forwarded-groups",
+        "x-oauth2-proxy-id-token",
+        "x-stagedoor-jwt-assertion",
+    ];
+    for name in names {
+        // Joined with ", " by `header_map` if it came twice.
+        assert_eq!(seen[0].get(name), seen[1].get(name), "{name}");
+        assert!(seen[0].contains_key(name), "{name}");
+    }
+    assert_eq!(seen[0]["x-forwarded-user"], "alice@example.com");
+    assert_eq!(seen[1]["x-forwarded-email"], "alice@example.com");
+    assert!(!seen[0].contains_key("x_forwarded_email"));
+    assert!(!seen[1].contains_key("x_forwarded_email"));
+    verify(proxy.addr(), &seen[1]["x-stagedoor-jwt-assertion"]).await;
+}
+
 #[tokio::test]
 async fn names_come_from_the_template_and_keys_rotate() {
     let up = Upstream::named("web").await;
