@@ -20,6 +20,8 @@ NGINX_PORT=18081
 STAGEDOOR_PORT=18082
 STAGEDOOR_ADMIN_PORT=19180
 STAGEDOOR_AUTH_PORT=18083
+# The signed-in Stagedoor's second row asks for this Backstage API path.
+BACKSTAGE_PATH=/api/catalog/entities
 PROXY_CPU=0
 LOAD_CPU=1                   # wrk and the upstream
 
@@ -85,7 +87,7 @@ preflight() {
     done
     [[ $ROUNDS =~ ^[1-9][0-9]*$ && $DURATION =~ ^[1-9][0-9]*$ && $WARMUP =~ ^[0-9]+$ ]] \
         || die "ROUNDS and DURATION must be positive integers, WARMUP a non-negative one"
-    for cmd in taskset pgrep python3 getconf timeout curl; do
+    for cmd in taskset pgrep python3 getconf timeout curl openssl; do
         command -v "$cmd" >/dev/null || die "$cmd is required"
     done
     taskset -c "$PROXY_CPU,$LOAD_CPU" true 2>/dev/null \
@@ -193,6 +195,10 @@ start_stagedoor() {
 # row. Sets STAGEDOOR_AUTH_PID and SESSION_COOKIE.
 start_stagedoor_auth() {
     local dir=$TMP/stagedoor-auth base location state i
+    mkdir -p "$dir"
+    # The private key of a Backstage static key store, as Backstage's own would be kept.
+    (umask 077 && openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 \
+        -out "$dir/backstage-key.pem" 2>/dev/null) || die "openssl could not make a P-256 key"
     launch_stagedoor stagedoor-auth "$BENCH_DIR/stagedoor-auth.toml" \
         PORT="$STAGEDOOR_AUTH_PORT" UPSTREAM_PORT="$UPSTREAM_PORT"
     STAGEDOOR_AUTH_PID=$LAUNCHED_PID
@@ -212,6 +218,8 @@ start_stagedoor_auth() {
     local status
     status=$(curl -s -o /dev/null -w '%{http_code}' -H "Cookie: $SESSION_COOKIE" "$base/")
     [[ $status == 200 ]] || die "stagedoor-auth: a signed-in request got $status"
+    status=$(curl -s -o /dev/null -w '%{http_code}' -H "Cookie: $SESSION_COOKIE" "$base$BACKSTAGE_PATH")
+    [[ $status == 200 ]] || die "stagedoor-auth: a signed-in request to $BACKSTAGE_PATH got $status"
 }
 
 # An nginx master and its workers; Stagedoor is one process (its threads are in its stat).
@@ -220,7 +228,7 @@ proxy_pids() {
     case $1 in
         nginx) echo "$NGINX_PROXY_PID" $(pgrep -P "$NGINX_PROXY_PID") ;;
         stagedoor) echo "$STAGEDOOR_PID" ;;
-        stagedoor-auth) echo "$STAGEDOOR_AUTH_PID" ;;
+        stagedoor-auth | stagedoor-backstage) echo "$STAGEDOOR_AUTH_PID" ;;
     esac
 }
 
@@ -328,9 +336,12 @@ bench_one() {
     local rps p50 p99 requests errors cpu_us=NA
     [[ $target == direct ]] || read -r -a pids <<<"$(proxy_pids "$target")"
     ((${#pids[@]} == 0)) || before=$(cpu_ticks "${pids[@]}")
-    local headers=()
-    [[ $target != stagedoor-auth ]] || headers=(-H "Cookie: $SESSION_COOKIE")
-    out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$conns" -d"${seconds}s" --latency "${headers[@]}" "http://127.0.0.1:$port/") \
+    local headers=() path=/
+    case $target in
+        stagedoor-auth) headers=(-H "Cookie: $SESSION_COOKIE") ;;
+        stagedoor-backstage) headers=(-H "Cookie: $SESSION_COOKIE") path=$BACKSTAGE_PATH ;;
+    esac
+    out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$conns" -d"${seconds}s" --latency "${headers[@]}" "http://127.0.0.1:$port$path") \
         || die "wrk against $target failed"
     ((${#pids[@]} == 0)) || after=$(cpu_ticks "${pids[@]}")
     [[ -n $round ]] || return 0
@@ -383,7 +394,7 @@ report() {
 | conns | target | req/s | p50 (µs) | p99 (µs) | proxy CPU (µs/req) | errors |
 |---:|---|---:|---:|---:|---:|---:|
 EOF
-    awk -F'\t' -v conns_list="$CONNS" -v targets="${TARGETS[*]}" '
+    awk -F'\t' -v conns_list="$CONNS" -v targets="${TARGETS[*]}" -v backstage_path="$BACKSTAGE_PATH" '
         function median(key,   n, i, j, x, a) {
             n = count[key]
             for (i = 1; i <= n; i++) a[i] = value[key, i]
@@ -432,6 +443,10 @@ EOF
             print "Each request carries a session cookie: decrypted, judged by the policy, identity headers"
             print "and the signed identity token added (nginx proxies without any of that).\n"
             ratios("stagedoor-auth")
+            print "\n## Stagedoor signed in, with a Backstage user token / nginx\n"
+            print "As above, to a Backstage API path (" backstage_path "): a Backstage user token is added too,"
+            print "as `Authorization: Bearer` (the `[backstage]` mode).\n"
+            ratios("stagedoor-backstage")
         }' "$TMP/runs.tsv"
     cat <<EOF
 
@@ -473,8 +488,9 @@ main() {
         measure_memory stagedoor "$STAGEDOOR_PORT"
         log "starting a signed-in Stagedoor on CPU $PROXY_CPU, port $STAGEDOOR_AUTH_PORT"
         start_stagedoor_auth
-        TARGETS+=(stagedoor-auth)
+        TARGETS+=(stagedoor-auth stagedoor-backstage)
         PORT_OF[stagedoor-auth]=$STAGEDOOR_AUTH_PORT
+        PORT_OF[stagedoor-backstage]=$STAGEDOOR_AUTH_PORT
     else
         log "SKIP_STAGEDOOR=1: leaving Stagedoor out"
     fi

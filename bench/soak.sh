@@ -59,6 +59,9 @@ rss() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 start_nginx upstream 1 "$BENCH_DIR/nginx-upstream.conf" "$UPSTREAM_PORT"
 start_nginx proxy 0 "$BENCH_DIR/nginx-proxy.conf" "$NGINX_PORT"
 start_stagedoor plain "$BENCH_DIR/stagedoor.toml" "$PLAIN_PORT"; PLAIN_PID=$LAST_PID
+mkdir -p "$TMP/auth"
+(umask 077 && openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$TMP/auth/backstage-key.pem" 2>/dev/null) \
+    || die "openssl could not make a P-256 key"
 start_stagedoor auth "$BENCH_DIR/stagedoor-auth.toml" "$AUTH_PORT"; AUTH_PID=$LAST_PID
 base=http://127.0.0.1:$AUTH_PORT
 location=$(curl -s -c "$TMP/jar" -o /dev/null -w '%{redirect_url}' "$base/oauth2/start?rd=/")

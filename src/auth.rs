@@ -1191,7 +1191,7 @@ impl Auth {
                 // names Backstage reads, for an ingress to copy onto the upstream request.
                 if self
                     .identity
-                    .inject_forward_auth(response.headers_mut(), &session)
+                    .inject_forward_auth(response.headers_mut(), synthetic.uri.path(), &session)
                     .is_err()
                 {
                     return error_response(

@@ -123,6 +123,11 @@ pub struct IdentityConfig {
     /// Also send the signed token as `X-OAUTH2-PROXY-ID-TOKEN: Bearer <token>`, which
     /// Backstage's `oauth2Proxy` provider decodes into the user's profile. Default true.
     pub oauth2_proxy_id_token: bool,
+    /// Path prefixes whose requests get `X-OAUTH2-PROXY-ID-TOKEN`. Only Backstage's auth
+    /// backend reads it (at `/api/auth/oauth2Proxy/refresh`, which hands it on to the
+    /// browser), so by default no other route sees a second copy of the token.
+    /// Default `["/api/auth/"]`.
+    pub oauth2_proxy_id_token_paths: Vec<String>,
     /// Send the provider's access token as `X-Forwarded-Access-Token` (for Backstage plugins
     /// that call other APIs as the user). Default false.
     pub pass_access_token: bool,
@@ -152,6 +157,7 @@ impl Default for IdentityConfig {
             signing_key_file: None,
             previous_key_files: Vec::new(),
             oauth2_proxy_id_token: true,
+            oauth2_proxy_id_token_paths: vec!["/api/auth/".into()],
             pass_access_token: false,
             user_name: "{email_local}".into(),
             namespace: "default".into(),
@@ -1298,6 +1304,14 @@ impl Config {
 
     fn validate_identity(&self, issues: &mut Issues) {
         let identity = &self.identity;
+        for (i, path) in identity.oauth2_proxy_id_token_paths.iter().enumerate() {
+            if !path.starts_with('/') {
+                issues.add(
+                    format!("identity.oauth2_proxy_id_token_paths[{i}]"),
+                    "must start with '/'",
+                );
+            }
+        }
         for (key, name) in
             std::iter::once(("identity.jwt_header".to_string(), &identity.jwt_header))
                 .filter(|(_, n)| !n.is_empty())
@@ -2086,6 +2100,17 @@ mod tests {
         let err = Config::from_toml(&typo).unwrap_err();
         assert_eq!(err.issues[0].key, "providers[0]");
         assert!(err.issues[0].message.contains("client_id_typo"), "{err}");
+    }
+
+    #[test]
+    fn identity_paths_must_be_absolute() {
+        let base = "[upstreams.web]\nurl = \"http://a\"\n[identity]\n";
+        assert_eq!(
+            keys(&format!(
+                "{base}oauth2_proxy_id_token_paths = [\"/api/auth/\", \"api/x\"]\n"
+            )),
+            ["identity.oauth2_proxy_id_token_paths[1]"]
+        );
     }
 
     #[test]

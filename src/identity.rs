@@ -138,17 +138,25 @@ struct Claims<'a> {
     exp: u64,
 }
 
-/// The token headers minted for one identity, as a map would hold them and as head lines.
+/// The token minted for one identity, as header values and as head lines.
 #[derive(Debug)]
 struct Minted {
-    headers: Vec<(HeaderName, HeaderValue)>,
+    jwt_header: HeaderName,
+    jwt: HeaderValue,
+    /// `Bearer <jwt>`, for `X-OAUTH2-PROXY-ID-TOKEN`, when that is configured.
+    bearer: Option<HeaderValue>,
+    /// The `jwt_header` line, then the `X-OAUTH2-PROXY-ID-TOKEN` line if any.
     lines: Bytes,
+    /// Where the first line ends.
+    jwt_end: usize,
 }
 
 /// Headers as request-head lines (`name: value\r\n` each).
-fn head_lines(headers: &[(HeaderName, HeaderValue)]) -> Bytes {
+fn head_lines<'a>(
+    headers: impl Iterator<Item = (&'a HeaderName, &'a HeaderValue)> + Clone,
+) -> Bytes {
     let size = headers
-        .iter()
+        .clone()
         .map(|(n, v)| n.as_str().len() + v.len() + 4)
         .sum();
     let mut lines = Vec::with_capacity(size);
@@ -164,25 +172,41 @@ fn head_lines(headers: &[(HeaderName, HeaderValue)]) -> Bytes {
 pub struct Injected {
     prepared: Arc<Prepared>,
     minted: Option<Arc<Minted>>,
+    /// Whether `X-OAUTH2-PROXY-ID-TOKEN` goes too (`oauth2_proxy_id_token_paths`).
+    id_token: bool,
     authorization: Option<HeaderValue>,
 }
 
 impl Injected {
     /// Adds the headers to `headers`, replacing any of the same name.
     pub fn insert_into(&self, headers: &mut HeaderMap) {
-        let minted = self.minted.iter().flat_map(|m| &m.headers);
-        for (name, value) in self.prepared.headers.iter().chain(minted) {
+        for (name, value) in &self.prepared.headers {
             headers.insert(name.clone(), value.clone());
+        }
+        if let Some(minted) = &self.minted {
+            headers.insert(minted.jwt_header.clone(), minted.jwt.clone());
+            if let (true, Some(bearer)) = (self.id_token, &minted.bearer) {
+                headers.insert(X_OAUTH2_PROXY_ID_TOKEN, bearer.clone());
+            }
         }
         if let Some(bearer) = &self.authorization {
             headers.insert(header::AUTHORIZATION, bearer.clone());
         }
     }
 
+    /// The token lines this request carries.
+    fn token_lines(&self) -> &[u8] {
+        match &self.minted {
+            Some(minted) if self.id_token => &minted.lines,
+            Some(minted) => &minted.lines[..minted.jwt_end],
+            None => &[],
+        }
+    }
+
     /// How many bytes [`Injected::write_to`] adds.
     pub fn head_len(&self) -> usize {
         self.prepared.lines.len()
-            + self.minted.as_ref().map_or(0, |m| m.lines.len())
+            + self.token_lines().len()
             + self
                 .authorization
                 .as_ref()
@@ -194,9 +218,7 @@ impl Injected {
     /// on requests without one.
     pub fn write_to(&self, out: &mut impl BufMut) {
         out.put_slice(&self.prepared.lines);
-        if let Some(minted) = &self.minted {
-            out.put_slice(&minted.lines);
-        }
+        out.put_slice(self.token_lines());
         if let Some(bearer) = &self.authorization {
             put_header(out, b"authorization", bearer.as_bytes());
         }
@@ -261,6 +283,8 @@ pub struct Identity {
     id: u64,
     jwt_header: Option<HeaderName>,
     oauth2_proxy_id_token: bool,
+    /// Path prefixes whose requests get `X-OAUTH2-PROXY-ID-TOKEN`.
+    id_token_paths: Vec<String>,
     pass_access_token: bool,
     /// [`IDENTITY_HEADERS`], `identity.strip_headers` and `jwt_header`, lowercase with `-`:
     /// one list, so stripping is one pass over the request's headers.
@@ -333,6 +357,7 @@ impl Identity {
                 .transpose()
                 .map_err(|e| invalid("identity.jwt_header", e.to_string()))?,
             oauth2_proxy_id_token: id.oauth2_proxy_id_token && token,
+            id_token_paths: id.oauth2_proxy_id_token_paths.clone(),
             pass_access_token: id.pass_access_token,
             stripped,
             issuer,
@@ -378,44 +403,47 @@ impl Identity {
         path: &str,
         session: &Session,
     ) -> Result<Injected, InvalidIdentity> {
+        let mut injected = self.base(path, session)?;
+        if let Some(backstage) = &self.backstage
+            && backstage.covers(path)
+            && !headers.contains_key(header::AUTHORIZATION)
+        {
+            let refs = || self.refs(session);
+            let bearer = backstage.token(injected.prepared.key, refs);
+            injected.authorization = Some(bearer.ok_or(InvalidIdentity)?);
+        }
+        Ok(injected)
+    }
+
+    /// The user's headers and tokens for a request to `path`, without a Backstage token.
+    fn base(&self, path: &str, session: &Session) -> Result<Injected, InvalidIdentity> {
         let prepared = self.prepared(session)?;
         let minted = match self.jwt_header {
             Some(_) => Some(self.token(session, &prepared.key)?),
             None => None,
         };
-        let authorization = match &self.backstage {
-            Some(backstage)
-                if backstage.covers(path) && !headers.contains_key(header::AUTHORIZATION) =>
-            {
-                let refs = || self.refs(session);
-                Some(backstage.token(prepared.key, refs).ok_or(InvalidIdentity)?)
-            }
-            _ => None,
-        };
+        let id_token = self.oauth2_proxy_id_token
+            && self
+                .id_token_paths
+                .iter()
+                .any(|p| path.starts_with(p.as_str()));
         Ok(Injected {
             prepared,
             minted,
-            authorization,
+            id_token,
+            authorization: None,
         })
     }
 
-    /// Sets the identity headers (not the Backstage user token) in `headers`.
+    /// Sets the identity headers (not the Backstage user token) of a request to `path` in
+    /// `headers`.
     pub fn inject(
         &self,
         headers: &mut HeaderMap,
+        path: &str,
         session: &Session,
     ) -> Result<(), InvalidIdentity> {
-        let prepared = self.prepared(session)?;
-        let minted = match self.jwt_header {
-            Some(_) => Some(self.token(session, &prepared.key)?),
-            None => None,
-        };
-        let injected = Injected {
-            prepared,
-            minted,
-            authorization: None,
-        };
-        injected.insert_into(headers);
+        self.base(path, session)?.insert_into(headers);
         Ok(())
     }
 
@@ -449,7 +477,7 @@ impl Identity {
             .collect();
         Some(Arc::new(Prepared {
             made_by: self.id,
-            lines: head_lines(&headers),
+            lines: head_lines(headers.iter().map(|(n, v)| (n, v))),
             headers,
             key: identity_key(session),
         }))
@@ -460,10 +488,11 @@ impl Identity {
     pub fn inject_forward_auth(
         &self,
         headers: &mut HeaderMap,
+        path: &str,
         session: &Session,
     ) -> Result<(), InvalidIdentity> {
         set_names(headers, session, &AUTH_REQUEST)?;
-        self.inject(headers, session)
+        self.inject(headers, path, session)
     }
 
     /// `/.well-known/jwks.json` and `/.well-known/openid-configuration`, served to anyone.
@@ -559,19 +588,24 @@ impl Identity {
             tracing::error!(error = %e, "cannot sign an identity token");
             InvalidIdentity
         })?;
-        let mut headers = Vec::with_capacity(2);
-        if self.oauth2_proxy_id_token {
-            let bearer = HeaderValue::from_str(&format!("Bearer {jwt}"));
-            headers.push((
-                X_OAUTH2_PROXY_ID_TOKEN,
-                bearer.map_err(|_| InvalidIdentity)?,
-            ));
-        }
-        let value = HeaderValue::from_str(&jwt).map_err(|_| InvalidIdentity)?;
-        headers.push((jwt_header.clone(), value));
+        let jwt_value = HeaderValue::from_str(&jwt).map_err(|_| InvalidIdentity)?;
+        let bearer = if self.oauth2_proxy_id_token {
+            let value = HeaderValue::from_str(&format!("Bearer {jwt}"));
+            Some(value.map_err(|_| InvalidIdentity)?)
+        } else {
+            None
+        };
+        let id_token_name = X_OAUTH2_PROXY_ID_TOKEN;
+        let lines = head_lines(
+            std::iter::once((jwt_header, &jwt_value))
+                .chain(bearer.iter().map(|b| (&id_token_name, b))),
+        );
         let minted = Arc::new(Minted {
-            lines: head_lines(&headers),
-            headers,
+            jwt_end: jwt_header.as_str().len() + jwt_value.len() + 4,
+            jwt_header: jwt_header.clone(),
+            jwt: jwt_value,
+            bearer,
+            lines,
         });
         let renew_at = now + self.lifetime.as_secs() / 2;
         self.minted
@@ -699,7 +733,7 @@ mod tests {
             .unwrap();
             let identity = Identity::build(&config).unwrap();
             let mut headers = HeaderMap::new();
-            identity.inject(&mut headers, &session).unwrap();
+            identity.inject(&mut headers, "/", &session).unwrap();
             let got = headers
                 .get("x-forwarded-access-token")
                 .map(|v| v.to_str().unwrap());
