@@ -61,7 +61,12 @@ async fn a_signed_token_and_oauth2_proxy_headers_reach_the_upstream() {
     assert!(!seen.contains_key("x-tenant") && !seen.contains_key("x_tenant"));
     assert!(!seen.contains_key("x_stagedoor_jwt_assertion"));
     let page = browser
-        .send("GET", "/api/auth/oauth2Proxy/refresh", &forged, bytes::Bytes::new())
+        .send(
+            "GET",
+            "/api/auth/oauth2Proxy/refresh",
+            &forged,
+            bytes::Bytes::new(),
+        )
         .await;
     assert_eq!(page.status, StatusCode::OK);
     let seen = header_map(&up.last().headers);
