@@ -485,8 +485,8 @@ impl Codec {
         let (mut ours, mut theirs) = (false, false);
         // Only names are read here, so values are not checked (or copied) on this pass.
         for value in headers.get_all(header::COOKIE) {
-            for pair in value.as_bytes().split(|&b| b == b';') {
-                let name = pair.split(|&b| b == b'=').next().unwrap_or_default();
+            for pair in pieces(value.as_bytes(), b';') {
+                let name = pieces(pair, b'=').next().unwrap_or_default();
                 match std::str::from_utf8(name.trim_ascii()) {
                     Ok("") => {}
                     Ok(name) if self.owns(name) => ours = true,
@@ -529,13 +529,32 @@ fn cookie_pairs(request: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
     request
         .get_all(header::COOKIE)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
+        .flat_map(|v| pieces(v.as_bytes(), b';'))
         .filter_map(|pair| {
-            let (name, value) = pair.split_once('=')?;
-            let name = name.trim();
-            (!name.is_empty()).then(|| (name, value.trim()))
+            let at = memchr::memchr(b'=', pair)?;
+            let name = std::str::from_utf8(pair[..at].trim_ascii()).ok()?;
+            let value = std::str::from_utf8(pair[at + 1..].trim_ascii()).ok()?;
+            (!name.is_empty()).then_some((name, value))
         })
+}
+
+/// The pieces of `bytes` between `separator`s. Cookie headers are long (a session is a few
+/// hundred bytes), so the separators are found with `memchr`, not byte by byte.
+fn pieces(bytes: &[u8], separator: u8) -> impl Iterator<Item = &[u8]> {
+    let mut rest = Some(bytes);
+    std::iter::from_fn(move || {
+        let current = rest?;
+        match memchr::memchr(separator, current) {
+            Some(at) => {
+                rest = Some(&current[at + 1..]);
+                Some(&current[..at])
+            }
+            None => {
+                rest = None;
+                Some(current)
+            }
+        }
+    })
 }
 
 /// All `name=value` pairs from the request's `Cookie` headers.
