@@ -186,6 +186,67 @@ async fn slow_upstream_is_504() {
     assert!(started.elapsed() < Duration::from_secs(5));
 }
 
+/// A client connection lends one timer to its upstream exchanges in turn: a timeout, a quick
+/// answer and another timeout on the same keep-alive connection each get theirs.
+#[tokio::test]
+async fn each_request_on_a_connection_gets_its_own_upstream_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = Upstream::start(|req| async move {
+        if req.uri().path() == "/slow" {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+        support::text("ok")
+    })
+    .await;
+    let proxy = start(config(&format!(
+        "[upstreams.web]\nurl = \"{}\"\ntimeout = \"300ms\"\n",
+        up.url()
+    )))
+    .await;
+    let mut client = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+    let started = std::time::Instant::now();
+    for (path, want) in [
+        ("/slow", "504"),
+        ("/fast", "200"),
+        ("/slow", "504"),
+        ("/", "200"),
+    ] {
+        let head = format!("GET {path} HTTP/1.1\r\nHost: a\r\nAccept: application/json\r\n\r\n");
+        client.write_all(head.as_bytes()).await.unwrap();
+        // One response: its head, then as many bytes as its Content-Length says.
+        let mut got = Vec::new();
+        let (end, length) = loop {
+            let mut chunk = [0u8; 4096];
+            let n = client.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "the connection closed after {path}");
+            got.extend_from_slice(&chunk[..n]);
+            if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+                let length = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+                    .expect("a content-length");
+                break (end + 4, length);
+            }
+        };
+        while got.len() < end + length {
+            let mut chunk = [0u8; 4096];
+            let n = client.read(&mut chunk).await.unwrap();
+            assert!(n > 0);
+            got.extend_from_slice(&chunk[..n]);
+        }
+        assert_eq!(
+            got.len(),
+            end + length,
+            "{path}: nothing more than one response"
+        );
+        let status = String::from_utf8_lossy(&got[9..12]).to_string();
+        assert_eq!(status, want, "{path}");
+    }
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
 #[tokio::test]
 async fn malformed_requests_are_refused_and_the_proxy_survives() {
     let up = Upstream::named("web").await;
