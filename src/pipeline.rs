@@ -43,8 +43,6 @@ pub struct Ctx {
     pub tls: bool,
     /// Shutdown signals, for tunnels that outlive the request.
     pub signals: Signals,
-    /// The connection's timer for upstream exchanges.
-    pub timer: crate::upstream::Timer,
 }
 
 /// Handles one request from a client and returns the response to send back.
@@ -316,9 +314,7 @@ async fn forward(
     *request.version_mut() = Version::HTTP_11;
     *request.headers_mut() = parts.headers;
 
-    let mut response = upstream
-        .send(request, identity.as_ref(), &ctx.timer)
-        .await?;
+    let mut response = upstream.send(request, identity.as_ref()).await?;
 
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         let (Some(client_side), Some(_)) = (client_upgrade, upgrade_to) else {

@@ -558,7 +558,6 @@ impl Conn {
             forwarded_peer: crate::forwarded::Peer::new(self.peer.ip()),
             tls,
             signals: self.signals.clone(),
-            timer: Default::default(),
         })
     }
 

@@ -36,37 +36,6 @@ use crate::identity::Injected;
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::{Body, BoxError, tls, wire};
 
-/// The timer a client connection lends its upstream exchanges, one at a time. Pushed later
-/// for each request, it stays registered with the runtime (moving a deadline later costs one
-/// atomic operation) instead of being registered and removed around every exchange.
-#[derive(Debug, Default)]
-pub struct Timer(Mutex<Option<Pin<Box<tokio::time::Sleep>>>>);
-
-impl Timer {
-    /// Runs `future` until `deadline`: `None` if the deadline came first. Exchanges that
-    /// overlap (HTTP/2) each get a timer of their own.
-    async fn run<F: Future>(&self, deadline: tokio::time::Instant, future: F) -> Option<F::Output> {
-        let lent = self.0.lock().unwrap_or_else(|p| p.into_inner()).take();
-        let mut sleep = match lent {
-            Some(mut sleep) => {
-                sleep.as_mut().reset(deadline);
-                sleep
-            }
-            None => Box::pin(tokio::time::sleep_until(deadline)),
-        };
-        let output = tokio::select! {
-            biased;
-            output = future => Some(output),
-            () = sleep.as_mut() => None,
-        };
-        let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if slot.is_none() {
-            *slot = Some(sleep);
-        }
-        output
-    }
-}
-
 /// One configured upstream and its connection pool.
 #[derive(Debug)]
 pub struct Upstream {
@@ -203,18 +172,18 @@ impl Upstream {
     }
 
     /// Sends `request` with the `identity` headers added, and waits for the response head,
-    /// at most the configured timeout (connecting included), on the connection's `timer`.
+    /// at most the configured timeout (connecting included).
     pub async fn send(
         &self,
         request: Request<Body>,
         identity: Option<&Injected>,
-        timer: &Timer,
     ) -> Result<Response<PooledBody>, ProxyError> {
+        // One clock read for both the deadline and the latency metric.
         let sent = tokio::time::Instant::now();
         let exchange = self.exchange(request, identity);
-        let response = match timer.run(sent + self.timeout, exchange).await {
-            Some(result) => result?,
-            None => {
+        let response = match tokio::time::timeout_at(sent + self.timeout, exchange).await {
+            Ok(result) => result?,
+            Err(_) => {
                 return Err(ProxyError::UpstreamTimeout {
                     upstream: self.name.clone(),
                 });

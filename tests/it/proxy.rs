@@ -186,8 +186,8 @@ async fn slow_upstream_is_504() {
     assert!(started.elapsed() < Duration::from_secs(5));
 }
 
-/// A client connection lends one timer to its upstream exchanges in turn: a timeout, a quick
-/// answer and another timeout on the same keep-alive connection each get theirs.
+/// A timeout, a quick answer and another timeout on one keep-alive connection: each request
+/// gets its own deadline, and a timeout leaves the client's connection usable.
 #[tokio::test]
 async fn each_request_on_a_connection_gets_its_own_upstream_timeout() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
