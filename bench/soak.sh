@@ -25,7 +25,7 @@ cleanup() {
 }
 trap cleanup EXIT
 PATH=$PATH:/usr/sbin:/sbin
-for cmd in nginx wrk curl python3 taskset; do command -v "$cmd" >/dev/null || die "$cmd is required"; done
+for cmd in nginx wrk curl python3 taskset openssl; do command -v "$cmd" >/dev/null || die "$cmd is required"; done
 [[ -x $BIN ]] || die "no Stagedoor binary at $BIN (cargo build --release)"
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 (($(ulimit -n) > HOLD + 1000)) || die "open-file limit $(ulimit -n) is too low for $HOLD connections"

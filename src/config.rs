@@ -1327,6 +1327,37 @@ impl Config {
                 issues.add(key, format!("{name:?} is not a header name"));
             }
         }
+        // The token's header must be its own: Stagedoor sets these itself.
+        const TAKEN: &[&str] = &[
+            "x-forwarded-user",
+            "x-forwarded-email",
+            "x-forwarded-preferred-username",
+            "x-forwarded-groups",
+            "x-forwarded-access-token",
+            "x-oauth2-proxy-id-token",
+            "x-forwarded-for",
+            "x-forwarded-proto",
+            "x-forwarded-host",
+            "x-real-ip",
+            "forwarded",
+            "authorization",
+            "proxy-authorization",
+            "host",
+            "cookie",
+            "content-length",
+            "transfer-encoding",
+            "connection",
+            "upgrade",
+            "keep-alive",
+            "te",
+        ];
+        let jwt_header = identity.jwt_header.to_ascii_lowercase().replace('_', "-");
+        if TAKEN.contains(&jwt_header.as_str()) {
+            issues.add(
+                "identity.jwt_header",
+                format!("{:?} is a header Stagedoor sets or manages itself; pick a name of its own (default X-Stagedoor-Jwt-Assertion)", identity.jwt_header),
+            );
+        }
         if !(30..=3600).contains(&identity.token_lifetime.as_secs()) {
             issues.add(
                 "identity.token_lifetime",
@@ -2103,7 +2134,7 @@ mod tests {
     }
 
     #[test]
-    fn identity_paths_must_be_absolute() {
+    fn identity_paths_and_token_header_are_checked() {
         let base = "[upstreams.web]\nurl = \"http://a\"\n[identity]\n";
         assert_eq!(
             keys(&format!(
@@ -2111,6 +2142,19 @@ mod tests {
             )),
             ["identity.oauth2_proxy_id_token_paths[1]"]
         );
+        for taken in [
+            "X-OAUTH2-PROXY-ID-TOKEN",
+            "authorization",
+            "X_Forwarded_User",
+            "Host",
+        ] {
+            assert_eq!(
+                keys(&format!("{base}jwt_header = \"{taken}\"\n")),
+                ["identity.jwt_header"],
+                "{taken}"
+            );
+        }
+        assert!(keys(&format!("{base}jwt_header = \"X-Identity\"\n")).is_empty());
     }
 
     #[test]

@@ -501,21 +501,23 @@ impl Codec {
             headers.remove(header::COOKIE);
             return;
         }
-        let kept: Vec<&str> = headers
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .map(str::trim)
-            .filter(|pair| !pair.is_empty())
-            .filter(|pair| {
-                let name = pair.split('=').next().unwrap_or_default().trim();
-                !self.owns(name)
-            })
-            .collect();
-        let value = HeaderValue::from_str(&kept.join("; "));
+        // Rebuilt from bytes, so the client's other cookies stay even in a header that is not
+        // plain ASCII.
+        let mut kept = Vec::new();
+        for value in headers.get_all(header::COOKIE) {
+            for pair in pieces(value.as_bytes(), b';').map(<[u8]>::trim_ascii) {
+                let name = pieces(pair, b'=').next().unwrap_or_default().trim_ascii();
+                if pair.is_empty() || std::str::from_utf8(name).is_ok_and(|n| self.owns(n)) {
+                    continue;
+                }
+                if !kept.is_empty() {
+                    kept.extend_from_slice(b"; ");
+                }
+                kept.extend_from_slice(pair);
+            }
+        }
         headers.remove(header::COOKIE);
-        if let Ok(value) = value
+        if let Ok(value) = HeaderValue::from_bytes(&kept)
             && !value.is_empty()
         {
             headers.insert(header::COOKIE, value);
@@ -529,6 +531,8 @@ fn cookie_pairs(request: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
     request
         .get_all(header::COOKIE)
         .iter()
+        // As `request_cookies` reads them (sign-out, chunk clean-up): plain ASCII headers only.
+        .filter(|v| v.to_str().is_ok())
         .flat_map(|v| pieces(v.as_bytes(), b';'))
         .filter_map(|pair| {
             let at = memchr::memchr(b'=', pair)?;
@@ -802,6 +806,15 @@ mod tests {
         codec.strip_own(&mut split);
         assert_eq!(split.get_all(header::COOKIE).iter().count(), 1);
         assert_eq!(split[header::COOKIE], "a=1; b=2");
+        // Ours is found, and the others kept, in a header that is not plain ASCII too.
+        let mut utf8 = HeaderMap::new();
+        let value = "theme=caf\u{e9}; _stagedoor=x; b=2".as_bytes();
+        utf8.insert(header::COOKIE, HeaderValue::from_bytes(value).unwrap());
+        codec.strip_own(&mut utf8);
+        assert_eq!(
+            utf8[header::COOKIE].as_bytes(),
+            "theme=caf\u{e9}; b=2".as_bytes()
+        );
     }
 
     #[test]

@@ -181,13 +181,17 @@ impl Upstream {
         // One clock read for both the deadline and the latency metric.
         let sent = tokio::time::Instant::now();
         let exchange = self.exchange(request, identity);
-        let response = match tokio::time::timeout_at(sent + self.timeout, exchange).await {
-            Ok(result) => result?,
-            Err(_) => {
-                return Err(ProxyError::UpstreamTimeout {
-                    upstream: self.name.clone(),
-                });
-            }
+        let response = match sent.checked_add(self.timeout) {
+            Some(deadline) => match tokio::time::timeout_at(deadline, exchange).await {
+                Ok(result) => result?,
+                Err(_) => {
+                    return Err(ProxyError::UpstreamTimeout {
+                        upstream: self.name.clone(),
+                    });
+                }
+            },
+            // A timeout too long to add to the clock: no deadline.
+            None => exchange.await?,
         };
         self.metrics.upstream_response(sent.elapsed().as_secs_f64());
         Ok(response)
