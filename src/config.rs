@@ -1327,14 +1327,9 @@ impl Config {
                 issues.add(key, format!("{name:?} is not a header name"));
             }
         }
-        // The token's header must be its own: Stagedoor sets these itself.
-        const TAKEN: &[&str] = &[
-            "x-forwarded-user",
-            "x-forwarded-email",
-            "x-forwarded-preferred-username",
-            "x-forwarded-groups",
-            "x-forwarded-access-token",
-            "x-oauth2-proxy-id-token",
+        // The token's header must be its own: not an identity header of any convention (they
+        // are stripped or set by Stagedoor), nor one Stagedoor sets or manages for forwarding.
+        const MANAGED: &[&str] = &[
             "x-forwarded-for",
             "x-forwarded-proto",
             "x-forwarded-host",
@@ -1352,7 +1347,9 @@ impl Config {
             "te",
         ];
         let jwt_header = identity.jwt_header.to_ascii_lowercase().replace('_', "-");
-        if TAKEN.contains(&jwt_header.as_str()) {
+        let identity_header = jwt_header != "x-stagedoor-jwt-assertion"
+            && crate::identity::IDENTITY_HEADERS.contains(&jwt_header.as_str());
+        if identity_header || MANAGED.contains(&jwt_header.as_str()) {
             issues.add(
                 "identity.jwt_header",
                 format!("{:?} is a header Stagedoor sets or manages itself; pick a name of its own (default X-Stagedoor-Jwt-Assertion)", identity.jwt_header),

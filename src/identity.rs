@@ -46,7 +46,7 @@ const MAX_MINTED: usize = 50_000;
 /// Headers that carry identity to upstreams, here or in oauth2-proxy's and peers' conventions.
 /// Compared after lowercasing and turning `_` into `-`, because some servers read
 /// `X_Forwarded_Email` as `X-Forwarded-Email`.
-const IDENTITY_HEADERS: &[&str] = &[
+pub(crate) const IDENTITY_HEADERS: &[&str] = &[
     "x-forwarded-user",
     "x-forwarded-email",
     "x-forwarded-preferred-username",
