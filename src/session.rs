@@ -486,8 +486,7 @@ impl Codec {
         // Only names are read here, so values are not checked (or copied) on this pass.
         for value in headers.get_all(header::COOKIE) {
             for pair in pieces(value.as_bytes(), b';') {
-                let name = pieces(pair, b'=').next().unwrap_or_default();
-                match std::str::from_utf8(name.trim_ascii()) {
+                match std::str::from_utf8(pair_name(pair)) {
                     Ok("") => {}
                     Ok(name) if self.owns(name) => ours = true,
                     _ => theirs = true,
@@ -506,8 +505,8 @@ impl Codec {
         let mut kept = Vec::new();
         for value in headers.get_all(header::COOKIE) {
             for pair in pieces(value.as_bytes(), b';').map(<[u8]>::trim_ascii) {
-                let name = pieces(pair, b'=').next().unwrap_or_default().trim_ascii();
-                if pair.is_empty() || std::str::from_utf8(name).is_ok_and(|n| self.owns(n)) {
+                let ours = std::str::from_utf8(pair_name(pair)).is_ok_and(|n| self.owns(n));
+                if pair.is_empty() || ours {
                     continue;
                 }
                 if !kept.is_empty() {
@@ -532,18 +531,23 @@ fn cookie_pairs(request: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
         .get_all(header::COOKIE)
         .iter()
         // As `request_cookies` reads them (sign-out, chunk clean-up): plain ASCII headers only.
-        .filter(|v| v.to_str().is_ok())
-        .flat_map(|v| pieces(v.as_bytes(), b';'))
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
         .filter_map(|pair| {
-            let at = memchr::memchr(b'=', pair)?;
-            let name = std::str::from_utf8(pair[..at].trim_ascii()).ok()?;
-            let value = std::str::from_utf8(pair[at + 1..].trim_ascii()).ok()?;
-            (!name.is_empty()).then_some((name, value))
+            let (name, value) = pair.split_once('=')?;
+            let name = name.trim();
+            (!name.is_empty()).then(|| (name, value.trim()))
         })
 }
 
+/// The name of a `name=value` cookie pair, trimmed.
+fn pair_name(pair: &[u8]) -> &[u8] {
+    pieces(pair, b'=').next().unwrap_or_default().trim_ascii()
+}
+
 /// The pieces of `bytes` between `separator`s. Cookie headers are long (a session is a few
-/// hundred bytes), so the separators are found with `memchr`, not byte by byte.
+/// hundred bytes), so the separators are found with `memchr`, not byte by byte (as
+/// `str::split` does for a `char`, without first checking the whole value).
 fn pieces(bytes: &[u8], separator: u8) -> impl Iterator<Item = &[u8]> {
     let mut rest = Some(bytes);
     std::iter::from_fn(move || {
