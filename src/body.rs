@@ -11,7 +11,7 @@ use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
 
 use crate::BoxError;
-use crate::upstream::PooledBody;
+use crate::upstream::{PassedHead, PooledBody};
 
 /// A request or response body.
 pub struct Body(Kind);
@@ -44,6 +44,15 @@ impl Body {
     /// An empty body.
     pub fn empty() -> Self {
         Self(Kind::Empty)
+    }
+
+    /// The upstream response header lines this body carries instead of the response's map
+    /// (see [`PassedHead`]); the caller must send them or move them into the map.
+    pub fn take_passed_head(&mut self) -> Option<Box<PassedHead>> {
+        match &mut self.0 {
+            Kind::Upstream(body) => body.take_passed_head(),
+            _ => None,
+        }
     }
 }
 

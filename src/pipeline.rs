@@ -45,8 +45,17 @@ pub struct Ctx {
     pub signals: Signals,
 }
 
+/// Where a proxied response's header lines may be left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Heads {
+    /// All in the response's header map: for a caller that hands the response to hyper.
+    InMap,
+    /// Possibly in the body, as a [`PassedHead`](crate::upstream::PassedHead) that the caller writes out itself.
+    MayPass,
+}
+
 /// Handles one request from a client and returns the response to send back.
-pub async fn handle<B>(app: &App, ctx: &Ctx, request: Request<B>) -> Response<Body>
+pub async fn handle<B>(app: &App, ctx: &Ctx, request: Request<B>, heads: Heads) -> Response<Body>
 where
     B: HttpBody<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
@@ -68,7 +77,10 @@ where
         upstream: None,
         user: None,
     };
-    let response = route(app, ctx, parts, body, host.as_ref(), &mut log).await;
+    let mut response = route(app, ctx, parts, body, host.as_ref(), &mut log).await;
+    if heads == Heads::InMap || log_head.is_some() {
+        heads_into_map(&mut response);
+    }
     log.upstream
         .as_ref()
         .map_or(&app.own_metrics, |u| u.metrics())
@@ -142,7 +154,7 @@ async fn route(
     if app.config.log.access_log {
         log.user = session.as_ref().map(|s| s.log_name().to_string());
     }
-    let result = match target(app, &parts, host) {
+    let result = match target(app, &parts, host.map(|_| host_name)) {
         Ok(upstream) => {
             log.upstream = Some(Arc::clone(upstream));
             let to = Target {
@@ -167,6 +179,7 @@ async fn route(
         e.into_response(accept.as_ref())
     });
     if !set_cookies.is_empty() {
+        heads_into_map(&mut response);
         let headers = response.headers_mut();
         for cookie in set_cookies {
             if let Ok(value) = HeaderValue::from_str(&cookie.to_string()) {
@@ -180,6 +193,13 @@ async fn route(
         );
     }
     response
+}
+
+/// Moves header lines passed through from the upstream into the response's map.
+fn heads_into_map(response: &mut Response<Body>) {
+    if let Some(passed) = response.body_mut().take_passed_head() {
+        passed.append_to(response.headers_mut());
+    }
 }
 
 /// Rewrites the request path to its normalized form (see `path.rs`); the query is kept.
@@ -215,18 +235,18 @@ fn request_host(parts: &Parts) -> Option<Authority> {
     Authority::try_from(value.as_bytes()).ok()
 }
 
-/// Phase 1: the upstream that serves this request.
+/// Phase 1: the upstream that serves this request; `host` is the asked-for host name.
 fn target<'a>(
     app: &'a App,
     parts: &Parts,
-    host: Option<&Authority>,
+    host: Option<&str>,
 ) -> Result<&'a Arc<Upstream>, ProxyError> {
     if parts.method == http::Method::CONNECT {
         // A reverse proxy, not a forward proxy: no tunnels to arbitrary hosts.
         return Err(ProxyError::BadRequest("CONNECT is not supported here."));
     }
     let host = match host {
-        Some(authority) => authority.host(),
+        Some(host) => host,
         // HTTP/1.0 may omit Host; HTTP/1.1 must send it (RFC 9112 §3.2).
         None if parts.version <= Version::HTTP_10 => "",
         None => {

@@ -28,7 +28,7 @@ use tokio_rustls::TlsAcceptor;
 mod h1;
 
 use crate::config::{ConfigError, ServerConfig};
-use crate::pipeline::{self, Ctx};
+use crate::pipeline::{self, Ctx, Heads};
 use crate::{App, Body, BoxError, Config, admin};
 
 /// Why the server could not start.
@@ -627,7 +627,7 @@ fn request_handler(
         let in_flight = activity.begin();
         async move {
             let response = match role {
-                Role::Public => pipeline::handle(&app, &ctx, request).await,
+                Role::Public => pipeline::handle(&app, &ctx, request, Heads::InMap).await,
                 Role::Admin => admin::handle(&app, &request).await,
             };
             Ok::<_, Infallible>(response.map(|body| Guarded {

@@ -30,6 +30,8 @@ use tokio_rustls::TlsConnector;
 
 mod lean;
 
+pub use lean::PassedHead;
+
 use crate::config::{ConfigError, Issues, UpstreamConfig, parse_upstream_url};
 use crate::error::ProxyError;
 use crate::identity::Injected;
@@ -278,8 +280,8 @@ impl Upstream {
                 None => (lean::Conn::new(Box::pin(self.connect_tcp()).await?), false),
             };
             match conn.exchange(head, head_request).await {
-                Ok((response, framing, conn)) => {
-                    let body = lean::LeanBody::new(conn, framing, &self.pool);
+                Ok((response, framing, passed, conn)) => {
+                    let body = lean::LeanBody::new(conn, framing, passed, &self.pool);
                     return Ok(response.map(|()| PooledBody(Kind::Lean(body))));
                 }
                 // The upstream had closed a pooled connection: safe to send again if a
@@ -520,6 +522,16 @@ enum Kind {
     },
     /// From the lean client, which pools its connection itself.
     Lean(lean::LeanBody),
+}
+
+impl PooledBody {
+    /// The response's header lines, if the lean client kept them out of its map.
+    pub fn take_passed_head(&mut self) -> Option<Box<PassedHead>> {
+        match &mut self.0 {
+            Kind::Lean(body) => body.take_passed_head(),
+            Kind::Hyper { .. } => None,
+        }
+    }
 }
 
 impl Drop for PooledBody {

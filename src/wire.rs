@@ -31,6 +31,10 @@ pub fn header_map(head: &Bytes, spans: &[(Span, Span)], extra: usize) -> Option<
 
 /// The length in a `Content-Length` value: one number, or a list of the same number.
 pub fn content_length(value: &[u8]) -> Option<u64> {
+    // The common case, one short number, without the list's splitting and UTF-8 check.
+    if (1..=19).contains(&value.len()) && value.iter().all(u8::is_ascii_digit) {
+        return Some(value.iter().fold(0, |n, &b| n * 10 + u64::from(b - b'0')));
+    }
     let mut length = None;
     for part in value.split(|&b| b == b',') {
         let part = part.trim_ascii();
@@ -296,6 +300,30 @@ mod tests {
         assert!(again.is_empty());
         assert!(again.capacity() >= 24);
         assert!(again.get("x-secret").is_none());
+    }
+
+    #[test]
+    fn content_lengths_are_read_strictly() {
+        assert_eq!(content_length(b"0"), Some(0));
+        assert_eq!(content_length(b"1234"), Some(1234));
+        assert_eq!(content_length(b"18446744073709551615"), Some(u64::MAX));
+        assert_eq!(
+            content_length(b"9999999999999999999"),
+            Some(9_999_999_999_999_999_999)
+        );
+        assert_eq!(content_length(b"12, 12"), Some(12));
+        for bad in [
+            &b""[..],
+            b"18446744073709551616",
+            b"-1",
+            b"+1",
+            b"1 2",
+            b"12, 13",
+            b"0x10",
+            b"1,",
+        ] {
+            assert_eq!(content_length(bad), None, "{bad:?}");
+        }
     }
 
     fn decode_all(input: &[u8], step: usize) -> Result<(Vec<u8>, Vec<u8>), &'static str> {

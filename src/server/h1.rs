@@ -24,8 +24,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::{Conn, PARK_AFTER, raised};
+use crate::Body;
+use crate::pipeline::{self, Heads};
 use crate::wire::{self, Span, has_token, put_header, put_length, span, spare};
-use crate::{Body, pipeline};
 
 /// How the loop left a connection.
 pub(super) enum Next {
@@ -138,7 +139,7 @@ impl Conn {
 
             let head_only = request.method() == Method::HEAD;
             let app = self.apps.load_full();
-            let response = pipeline::handle(&app, &ctx, request).await;
+            let response = pipeline::handle(&app, &ctx, request, Heads::MayPass).await;
             let close = !keep_alive || *self.signals.stop.borrow();
             let written = write_response(&mut stream, &mut out, response, head_only, close).await;
             if buf.is_empty() {
@@ -270,6 +271,7 @@ async fn write_response(
     close: bool,
 ) -> io::Result<bool> {
     let (mut parts, mut body) = response.into_parts();
+    let passed = body.take_passed_head();
     let status = parts.status;
     let bodiless = head_only
         || status.is_informational()
@@ -281,6 +283,9 @@ async fn write_response(
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
+    if let Some(passed) = &passed {
+        passed.write_to(out);
+    }
     let mut declared = None;
     for (name, value) in &parts.headers {
         if name == header::TRANSFER_ENCODING || name == header::CONNECTION {
@@ -313,7 +318,7 @@ async fn write_response(
         put_header(out, b"transfer-encoding", b"chunked");
         Framing::Chunked
     };
-    if !parts.headers.contains_key(header::DATE) {
+    if !passed.as_ref().is_some_and(|p| p.has_date()) && !parts.headers.contains_key(header::DATE) {
         put_date(out);
     }
     spare::give_back_map(std::mem::take(&mut parts.headers));

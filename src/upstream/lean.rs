@@ -10,10 +10,11 @@ use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use http::header;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Method, Response, StatusCode, Version};
 use http_body::{Body as HttpBody, Frame, SizeHint};
+use smallvec::SmallVec;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -68,14 +69,16 @@ impl Conn {
         mut self,
         head: &[u8],
         head_request: bool,
-    ) -> Result<(Response<()>, Framing, Self), Failed> {
+    ) -> Result<(Response<()>, Framing, Option<Box<PassedHead>>, Self), Failed> {
         self.stream.write_all(head).await.map_err(Failed::Stale)?;
         let mut received = false;
         loop {
             if !self.buf.is_empty() {
                 received = true;
                 match parse_response(&mut self.buf, head_request).map_err(Failed::Other)? {
-                    Parsed::Response(response, framing) => return Ok((response, framing, self)),
+                    Parsed::Response(response, framing, passed) => {
+                        return Ok((response, framing, passed, self));
+                    }
                     Parsed::Interim => continue,
                     Parsed::Partial if self.buf.len() >= MAX_HEAD => {
                         return Err(Failed::Other("upstream response head too large".into()));
@@ -145,7 +148,8 @@ pub(super) enum Framing {
 }
 
 enum Parsed {
-    Response(Response<()>, Framing),
+    /// A response; its headers are in its map, or in the [`PassedHead`] if there is one.
+    Response(Response<()>, Framing, Option<Box<PassedHead>>),
     /// A 1xx response, consumed; the real one follows.
     Interim,
     Partial,
@@ -176,7 +180,12 @@ fn parse_response(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, BoxE
         Some(1) => Version::HTTP_11,
         _ => Version::HTTP_10,
     };
+    let bodiless =
+        head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
     let mut spans = wire::Spans::new();
+    // The lines a client may get as they are: none if the response has no body (its
+    // `Content-Length` is passed on as it came) or carries a header that must be rewritten.
+    let mut passed = (!bodiless).then(Box::<PassedHead>::default);
     let mut keep_alive = version == Version::HTTP_11;
     let (mut chunked, mut coded, mut length) = (false, false, None::<u64>);
     // The same length listed twice (RFC 9110 §8.6) is passed on once.
@@ -215,21 +224,27 @@ fn parse_response(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, BoxE
         } else {
             name.eq_ignore_ascii_case(b"keep-alive")
         };
-        if !hop {
-            spans.push((span(buf, name), span(buf, h.value)));
+        if hop {
+            continue;
+        }
+        let (name_at, value_at) = (span(buf, name), span(buf, h.value));
+        spans.push((name_at, value_at));
+        if let Some(lines) = &mut passed {
+            // The body's own framing sets the length: the writer adds it.
+            if name.eq_ignore_ascii_case(b"content-length") {
+                continue;
+            }
+            if !lines.keep(name, name_at.0, value_at.1) {
+                passed = None;
+            }
         }
     }
-    let head = buf.split_to(len).freeze();
-    let mut headers =
-        wire::header_map(&head, &spans, 0).ok_or("invalid header in upstream response")?;
-    let bodiless =
-        head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
     let framing = if bodiless {
         Framing::Empty(keep_alive)
     } else if coded {
         // A length next to a transfer coding is ignored, removed, and the connection not
         // reused (RFC 9112 §6.3).
-        if headers.remove(header::CONTENT_LENGTH).is_some() {
+        if length.is_some() {
             keep_alive = false;
         }
         if chunked {
@@ -238,18 +253,109 @@ fn parse_response(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, BoxE
             Framing::Close
         }
     } else if let Some(length) = length {
-        if repeated {
-            headers.insert(header::CONTENT_LENGTH, length.into());
-        }
         Framing::Length(length, keep_alive)
     } else {
         Framing::Close
+    };
+    let head = buf.split_to(len).freeze();
+    let headers = match &mut passed {
+        Some(lines) => {
+            lines.head = head;
+            HeaderMap::new()
+        }
+        None => {
+            let mut headers =
+                wire::header_map(&head, &spans, 0).ok_or("invalid header in upstream response")?;
+            match framing {
+                Framing::Chunked(..) | Framing::Close if coded => {
+                    headers.remove(header::CONTENT_LENGTH);
+                }
+                Framing::Length(length, _) if repeated => {
+                    headers.insert(header::CONTENT_LENGTH, length.into());
+                }
+                _ => {}
+            }
+            headers
+        }
     };
     let mut response = Response::new(());
     *response.status_mut() = status;
     *response.version_mut() = version;
     *response.headers_mut() = headers;
-    Ok(Parsed::Response(response, framing))
+    Ok(Parsed::Response(response, framing, passed))
+}
+
+/// An upstream response's header lines, passed to the client as the upstream sent them
+/// (names in their own case, in their own order), so that the common response costs no
+/// header map. Only for a response with a body whose headers need no rewriting; hop-by-hop
+/// and framing headers are left out, as the writer frames the body itself.
+#[derive(Debug, Default)]
+pub struct PassedHead {
+    head: Bytes,
+    /// Each kept header's `name: value` (without its line end), as offsets into `head`.
+    lines: SmallVec<[(u32, u32); 16]>,
+    date: bool,
+}
+
+impl PassedHead {
+    /// Keeps the header `name` whose line runs from `start` to `end`; false if the head
+    /// cannot be passed on as it is.
+    fn keep(&mut self, name: &[u8], start: usize, end: usize) -> bool {
+        let is = |n: &HeaderName| name.eq_ignore_ascii_case(n.as_str().as_bytes());
+        // Hop-by-hop headers left for `strip_hop_by_hop` (a `Connection` here names other
+        // headers), and names too long for `http`.
+        let rewritten = is(&header::CONNECTION)
+            || is(&header::TE)
+            || is(&header::TRAILER)
+            || is(&header::UPGRADE)
+            || is(&header::PROXY_AUTHENTICATE)
+            || is(&header::PROXY_AUTHORIZATION)
+            || name.eq_ignore_ascii_case(b"proxy-connection")
+            || name.len() > usize::from(u16::MAX);
+        let (Ok(start), Ok(end)) = (u32::try_from(start), u32::try_from(end)) else {
+            return false;
+        };
+        self.date |= is(&header::DATE);
+        self.lines.push((start, end));
+        !rewritten
+    }
+
+    /// True if the upstream sent a `Date`.
+    pub fn has_date(&self) -> bool {
+        self.date
+    }
+
+    /// Appends the header lines, each with its line end.
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        for &(start, end) in &self.lines {
+            if let Some(line) = self.head.get(start as usize..end as usize) {
+                out.extend_from_slice(line);
+                out.extend_from_slice(b"\r\n");
+            }
+        }
+    }
+
+    /// Appends the headers to `headers`: for a response that leaves through hyper, or whose
+    /// headers Stagedoor changes.
+    pub fn append_to(self, headers: &mut HeaderMap) {
+        for &(start, end) in &self.lines {
+            let line = self.head.slice(start as usize..end as usize);
+            let Some(colon) = line.iter().position(|&b| b == b':') else {
+                continue;
+            };
+            let value_at = line[colon + 1..]
+                .iter()
+                .position(|&b| b != b' ' && b != b'\t')
+                .map_or(line.len(), |i| colon + 1 + i);
+            // httparse has checked both the way `http` does: these do not fail.
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(&line[..colon]),
+                HeaderValue::from_maybe_shared(line.slice(value_at..)),
+            ) {
+                headers.append(name, value);
+            }
+        }
+    }
 }
 
 /// A response body read straight from its upstream connection, which goes back to the pool
@@ -259,19 +365,31 @@ pub struct LeanBody {
     conn: Option<Conn>,
     framing: Framing,
     home: Weak<Pool>,
+    passed: Option<Box<PassedHead>>,
 }
 
 impl LeanBody {
-    pub(super) fn new(conn: Conn, framing: Framing, home: &Arc<Pool>) -> Self {
+    pub(super) fn new(
+        conn: Conn,
+        framing: Framing,
+        passed: Option<Box<PassedHead>>,
+        home: &Arc<Pool>,
+    ) -> Self {
         let mut body = Self {
             conn: Some(conn),
             framing,
             home: Arc::downgrade(home),
+            passed,
         };
         if body.is_done() {
             body.release();
         }
         body
+    }
+
+    /// The response's header lines, if they were kept out of its map (see [`PassedHead`]).
+    pub(super) fn take_passed_head(&mut self) -> Option<Box<PassedHead>> {
+        self.passed.take()
     }
 
     fn is_done(&self) -> bool {
@@ -386,6 +504,121 @@ impl Drop for LeanBody {
         // Read to the end but not polled past it (a server that knew the length): still home.
         if self.is_done() {
             self.release();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(head: &[u8], head_request: bool) -> (Response<()>, Framing, Option<Box<PassedHead>>) {
+        let mut buf = BytesMut::from(head);
+        match parse_response(&mut buf, head_request) {
+            Ok(Parsed::Response(response, framing, passed)) => (response, framing, passed),
+            Ok(_) => panic!("not a complete response: {head:?}"),
+            Err(e) => panic!("refused: {e}"),
+        }
+    }
+
+    fn pairs(headers: &HeaderMap) -> Vec<(String, String)> {
+        let mut pairs: Vec<_> = headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), String::from_utf8_lossy(v.as_bytes()).into()))
+            .collect();
+        pairs.sort();
+        pairs
+    }
+
+    #[test]
+    fn plain_heads_pass_as_they_came() {
+        let head = b"HTTP/1.1 200 OK\r\nServer: up\r\nSet-Cookie: a=1\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nContent-Length: 2\r\nx-tight:v\r\nX-Tabbed:\tv w \t\r\nConnection: keep-alive\r\nSet-Cookie: b=2\r\nX-Empty:\r\n\r\n";
+        let (response, framing, passed) = parse(head, false);
+        assert!(response.headers().is_empty());
+        assert!(matches!(framing, Framing::Length(2, true)));
+        let passed = passed.expect("passed as it came");
+        assert!(passed.has_date());
+        let mut out = Vec::new();
+        passed.write_to(&mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "Server: up\r\nSet-Cookie: a=1\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nx-tight:v\r\nX-Tabbed:\tv w\r\nSet-Cookie: b=2\r\nX-Empty:\r\n"
+        );
+        let mut map = HeaderMap::new();
+        passed.append_to(&mut map);
+        let want = [
+            ("date", "Sun, 06 Nov 1994 08:49:37 GMT"),
+            ("server", "up"),
+            ("set-cookie", "a=1"),
+            ("set-cookie", "b=2"),
+            ("x-empty", ""),
+            ("x-tabbed", "v w"),
+            ("x-tight", "v"),
+        ];
+        let want: Vec<_> = want
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(pairs(&map), want);
+    }
+
+    #[test]
+    fn heads_to_rewrite_or_without_a_body_use_the_map() {
+        let cases: [(&[u8], bool); 8] = [
+            (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-A: 1\r\n\r\n", true),
+            (b"HTTP/1.1 204 No Content\r\nX-A: 1\r\n\r\n", false),
+            (b"HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n", false),
+            (b"HTTP/1.1 200 OK\r\nConnection: x-secret\r\nX-Secret: 1\r\nContent-Length: 0\r\n\r\n", false),
+            (b"HTTP/1.1 200 OK\r\nTrailer: x-t\r\nTransfer-Encoding: chunked\r\n\r\n", false),
+            (b"HTTP/1.1 200 OK\r\nUpgrade: h2c\r\nContent-Length: 0\r\n\r\n", false),
+            (b"HTTP/1.1 200 OK\r\nProxy-Authenticate: Basic\r\nContent-Length: 0\r\n\r\n", false),
+            (b"HTTP/1.1 200 OK\r\nTE: trailers\r\nContent-Length: 0\r\n\r\n", false),
+        ];
+        for (head, head_request) in cases {
+            let (response, _, passed) = parse(head, head_request);
+            assert!(passed.is_none(), "{}", String::from_utf8_lossy(head));
+            assert!(!response.headers().is_empty());
+        }
+        // Without a body the length is passed on as the upstream sent it.
+        let (response, _, _) = parse(b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n", true);
+        assert_eq!(response.headers()[header::CONTENT_LENGTH], "7");
+    }
+
+    #[test]
+    fn framing_headers_never_pass() {
+        let head = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\nKeep-Alive: timeout=5\r\nX-A: 1\r\n\r\n";
+        let (_, framing, passed) = parse(head, false);
+        // A length beside a transfer coding: ignored, and the connection not reused.
+        assert!(matches!(framing, Framing::Chunked(_, false)));
+        let mut out = Vec::new();
+        passed.expect("passed").write_to(&mut out);
+        assert_eq!(out, b"X-A: 1\r\n");
+        let (_, framing, passed) = parse(b"HTTP/1.1 200 OK\r\nContent-Length: 3, 3\r\n\r\n", false);
+        assert!(matches!(framing, Framing::Length(3, true)));
+        let mut out = Vec::new();
+        passed.expect("passed").write_to(&mut out);
+        assert!(out.is_empty());
+    }
+
+    /// What httparse lets through, `http` takes: a passed head never loses a header on its
+    /// way into a map.
+    #[test]
+    fn every_byte_httparse_passes_http_takes() {
+        for b in 0..=255u8 {
+            let mut name = b"HTTP/1.1 200 OK\r\nX-A".to_vec();
+            name.push(b);
+            name.extend_from_slice(b": v\r\nContent-Length: 0\r\n\r\n");
+            let mut value = b"HTTP/1.1 200 OK\r\nX-A: v".to_vec();
+            value.push(b);
+            value.extend_from_slice(b"w\r\nContent-Length: 0\r\n\r\n");
+            for head in [name, value] {
+                let mut buf = BytesMut::from(&head[..]);
+                if let Ok(Parsed::Response(_, _, Some(passed))) = parse_response(&mut buf, false) {
+                    let mut map = HeaderMap::new();
+                    passed.append_to(&mut map);
+                    assert_eq!(map.len(), 1, "byte {b:#04x} in {head:?}");
+                }
+            }
         }
     }
 }
