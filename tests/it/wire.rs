@@ -169,6 +169,18 @@ async fn framing_upstream() -> String {
                             b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n",
                             true,
                         ),
+                        "/headers" => (
+                            b"HTTP/1.1 200 OK\r\nServer: framing\r\nSet-Cookie: a=1\r\n\
+                              Date: Sun, 06 Nov 1994 08:49:37 GMT\r\nKeep-Alive: timeout=5\r\n\
+                              Connection: keep-alive\r\nSet-Cookie: b=2\r\nX-Empty:\r\n\
+                              X-Spaced:  v  \r\nContent-Length: 2\r\n\r\nok",
+                            false,
+                        ),
+                        "/named-hop" => (
+                            b"HTTP/1.1 200 OK\r\nConnection: x-secret\r\nX-Secret: 1\r\n\
+                              X-Kept: 1\r\nContent-Length: 2\r\n\r\nok",
+                            false,
+                        ),
                         "/garbage" => (b"HTTP/1.1 2OO OK\r\n\r\n", true),
                         "/switch" => (
                             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n",
@@ -186,14 +198,25 @@ async fn framing_upstream() -> String {
     url
 }
 
-async fn framing_proxy() -> stagedoor::Running {
+/// A proxy in front of [`framing_upstream`]. Without the access log, a plain upstream
+/// response's header lines pass to the client as they came; with it, through a header map.
+async fn framing_proxy(access_log: bool) -> stagedoor::Running {
     let url = framing_upstream().await;
-    start(config(&format!("[upstreams.web]\nurl = \"{url}\"\n"))).await
+    start(config(&format!(
+        "[log]\naccess_log = {access_log}\n[upstreams.web]\nurl = \"{url}\"\n"
+    )))
+    .await
 }
 
 #[tokio::test]
 async fn every_upstream_framing_reaches_the_client_intact() {
-    let proxy = framing_proxy().await;
+    for access_log in [false, true] {
+        framings_reach_the_client_intact(access_log).await;
+    }
+}
+
+async fn framings_reach_the_client_intact(access_log: bool) {
+    let proxy = framing_proxy(access_log).await;
     let addr = proxy.addr();
 
     let (status, headers, body) = get(addr, "/chunked", &[]).await;
@@ -237,9 +260,80 @@ async fn every_upstream_framing_reaches_the_client_intact() {
     assert!(answer.ends_with("\r\n\r\nok"), "{answer}");
 }
 
+/// Upstream response headers reach the client once each, in order, with the upstream's
+/// `Date`; hop-by-hop ones, and those `Connection` names, do not. The same over the lean
+/// HTTP/1.1 path (lines passed as they came, or through a map with the access log on) and
+/// over HTTP/2 (through hyper).
+#[tokio::test]
+async fn upstream_headers_reach_the_client_once_and_hop_by_hop_ones_do_not() {
+    for access_log in [false, true] {
+        let proxy = framing_proxy(access_log).await;
+        let addr = proxy.addr();
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(b"GET /headers HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        let answer = read_until(&mut stream, |s| s.ends_with("\r\n\r\nok")).await;
+        let lower = answer.to_ascii_lowercase();
+        let lines: Vec<&str> = lower.split("\r\n").collect();
+        let count = |prefix: &str| lines.iter().filter(|l| l.starts_with(prefix)).count();
+        assert_eq!(lines[0], "http/1.1 200 ok", "{answer}");
+        assert!(lines.contains(&"server: framing"), "{answer}");
+        assert!(
+            lines.contains(&"date: sun, 06 nov 1994 08:49:37 gmt"),
+            "{answer}"
+        );
+        assert!(lines.contains(&"content-length: 2"), "{answer}");
+        assert!(
+            lines.contains(&"x-empty:") || lines.contains(&"x-empty: "),
+            "{answer}"
+        );
+        assert!(
+            lines.contains(&"x-spaced: v") || lines.contains(&"x-spaced:  v"),
+            "{answer}"
+        );
+        for (name, n) in [("date:", 1), ("content-length:", 1), ("set-cookie:", 2)] {
+            assert_eq!(count(name), n, "{name} in {answer}");
+        }
+        for hop in ["keep-alive:", "connection:", "transfer-encoding:"] {
+            assert_eq!(count(hop), 0, "{hop} in {answer}");
+        }
+        let a = lines.iter().position(|l| *l == "set-cookie: a=1");
+        let b = lines.iter().position(|l| *l == "set-cookie: b=2");
+        assert!(a.is_some() && a < b, "{answer}");
+
+        let (status, headers, body) = get(addr, "/named-hop", &[]).await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "ok"));
+        assert!(headers.get("x-secret").is_none(), "{headers:?}");
+        assert_eq!(headers["x-kept"], "1");
+    }
+
+    let proxy = framing_proxy(false).await;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let response = client
+        .get(format!("http://{}/headers", proxy.addr()).parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    let headers = response.headers().clone();
+    let cookies: Vec<_> = headers.get_all("set-cookie").iter().collect();
+    assert_eq!(cookies, ["a=1", "b=2"]);
+    assert_eq!(headers["date"], "Sun, 06 Nov 1994 08:49:37 GMT");
+    assert_eq!(headers["x-spaced"], "v");
+    assert_eq!(headers["server"], "framing");
+    assert!(headers.get("keep-alive").is_none());
+    assert_eq!(
+        response.into_body().collect().await.unwrap().to_bytes(),
+        "ok"
+    );
+}
+
 #[tokio::test]
 async fn upstream_responses_that_cannot_be_believed_are_refused() {
-    let proxy = framing_proxy().await;
+    let proxy = framing_proxy(false).await;
     let addr = proxy.addr();
     for path in ["/two-lengths", "/garbage", "/switch"] {
         let (status, _, _) = get(addr, path, &[]).await;
