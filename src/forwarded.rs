@@ -72,12 +72,30 @@ pub struct Origin<'a> {
     pub host: Option<&'a HeaderValue>,
 }
 
-/// Rewrites the forwarding headers of a request about to be sent upstream and returns the
-/// client's address as best known (the peer, or the nearest untrusted hop a trusted proxy saw).
-pub fn apply(headers: &mut HeaderMap, origin: Origin<'_>, trusted: &TrustedProxies) -> IpAddr {
+/// The names [`apply`] sets, in the order a request head gets them.
+static NAMES: [HeaderName; 5] = [
+    X_FORWARDED_FOR,
+    X_REAL_IP,
+    X_FORWARDED_PROTO,
+    X_FORWARDED_HOST,
+    FORWARDED,
+];
+
+/// Rewrites the forwarding headers of a request about to be sent upstream: removes those
+/// the client sent (a trusted proxy's are read first, and its `X-Forwarded-Proto` and
+/// `X-Forwarded-Host` kept), and returns the client's address as best known (the peer, or
+/// the nearest untrusted hop a trusted proxy saw) and this hop's headers, which the
+/// upstream client adds after the request's own.
+pub fn apply(
+    headers: &mut HeaderMap,
+    origin: Origin<'_>,
+    trusted: &TrustedProxies,
+) -> (IpAddr, Forwarding) {
     let peer = origin.peer.ip;
     let believed = trusted.contains(peer);
-    let prior_xff = if believed {
+    // Most requests carry none: one pass over the names, not five lookups.
+    let present = headers.keys().any(|name| NAMES.contains(name));
+    let prior_xff = if believed && present {
         joined(headers, &X_FORWARDED_FOR)
     } else {
         None
@@ -100,23 +118,67 @@ pub fn apply(headers: &mut HeaderMap, origin: Origin<'_>, trusted: &TrustedProxi
     } else {
         xff.clone()
     };
-    set(headers, X_FORWARDED_FOR, xff);
-    set(headers, X_REAL_IP, real_ip);
-
-    if !(believed && headers.contains_key(&X_FORWARDED_PROTO)) {
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(origin.proto));
+    let keep_proto = believed && present && headers.contains_key(&X_FORWARDED_PROTO);
+    let keep_host = believed && present && headers.contains_key(&X_FORWARDED_HOST);
+    let prior = (believed && present)
+        .then(|| joined(headers, &FORWARDED))
+        .flatten();
+    if present {
+        for name in &NAMES {
+            let kept = (*name == X_FORWARDED_PROTO && keep_proto)
+                || (*name == X_FORWARDED_HOST && keep_host);
+            if !kept {
+                headers.remove(name);
+            }
+        }
     }
-    if !(believed && headers.contains_key(&X_FORWARDED_HOST)) {
-        set(headers, X_FORWARDED_HOST, origin.host.cloned());
-    }
-
-    let prior = believed.then(|| joined(headers, &FORWARDED)).flatten();
-    set(
-        headers,
-        FORWARDED,
+    let values = [
+        xff,
+        real_ip,
+        (!keep_proto).then(|| HeaderValue::from_static(origin.proto)),
+        origin.host.filter(|_| !keep_host).cloned(),
         forwarded_value(prior.as_deref(), origin),
-    );
-    client
+    ];
+    (client, Forwarding { values })
+}
+
+/// This hop's forwarding headers (see [`apply`]): written straight into a lean request's
+/// head, or inserted into the map of one that goes through hyper.
+#[derive(Debug)]
+pub struct Forwarding {
+    /// A value for each of [`NAMES`]; none where there is no valid one, or a trusted
+    /// proxy's header stays.
+    values: [Option<HeaderValue>; 5],
+}
+
+impl Forwarding {
+    fn headers(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
+        NAMES
+            .iter()
+            .zip(&self.values)
+            .filter_map(|(name, value)| Some((name, value.as_ref()?)))
+    }
+
+    /// The bytes [`Forwarding::write_to`] writes.
+    pub fn head_len(&self) -> usize {
+        self.headers()
+            .map(|(name, value)| name.as_str().len() + value.len() + 4)
+            .sum()
+    }
+
+    /// Writes the headers as request-head lines; the request carries none of them.
+    pub fn write_to(&self, out: &mut impl bytes::BufMut) {
+        for (name, value) in self.headers() {
+            crate::wire::put_header(out, name.as_str().as_bytes(), value.as_bytes());
+        }
+    }
+
+    /// Sets the headers in `headers`.
+    pub fn insert_into(&self, headers: &mut HeaderMap) {
+        for (name, value) in self.headers() {
+            headers.insert(name.clone(), value.clone());
+        }
+    }
 }
 
 /// `Forwarded` with this hop's element after the `prior` ones: built in one exact-size
@@ -188,18 +250,6 @@ fn header_value(text: &str) -> Option<HeaderValue> {
     HeaderValue::from_str(text).ok()
 }
 
-/// Sets `name` to `value`, or removes it when there is no valid value.
-fn set(headers: &mut HeaderMap, name: HeaderName, value: Option<HeaderValue>) {
-    match value {
-        Some(v) => {
-            headers.insert(name, v);
-        }
-        None => {
-            headers.remove(name);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,7 +269,8 @@ mod tests {
             proto: "https",
             host: Some(&host),
         };
-        let client = apply(&mut h, origin, &trusted);
+        let (client, forwarding) = apply(&mut h, origin, &trusted);
+        forwarding.insert_into(&mut h);
         (h, client)
     }
 

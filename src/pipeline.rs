@@ -29,7 +29,7 @@ use crate::forwarded::{self, Origin};
 use crate::headers::{strip_hop_by_hop, upgrade_protocol};
 use crate::server::Signals;
 use crate::session::Session;
-use crate::upstream::Upstream;
+use crate::upstream::{Added, Upstream};
 use crate::{App, Body, BoxError, empty, upgrade};
 
 /// What the server knows about the connection a request arrived on.
@@ -313,7 +313,8 @@ async fn forward(
         proto: if ctx.tls { "https" } else { "http" },
         host: host_value.as_ref(),
     };
-    *client = forwarded::apply(headers, origin, &app.trusted);
+    let forwarding;
+    (*client, forwarding) = forwarded::apply(headers, origin, &app.trusted);
     let host_header = match host_value {
         Some(value) if upstream.pass_host_header() => value,
         _ => upstream.host_header().clone(),
@@ -334,7 +335,11 @@ async fn forward(
     *request.version_mut() = Version::HTTP_11;
     *request.headers_mut() = parts.headers;
 
-    let mut response = upstream.send(request, identity.as_ref()).await?;
+    let added = Added {
+        forwarding: &forwarding,
+        identity: identity.as_ref(),
+    };
+    let mut response = upstream.send(request, added).await?;
 
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         let (Some(client_side), Some(_)) = (client_upgrade, upgrade_to) else {

@@ -32,8 +32,19 @@ mod lean;
 
 pub use lean::PassedHead;
 
+/// Headers Stagedoor adds to a request after the client's own: written straight into the
+/// head of a request the lean client sends, else inserted into its map.
+#[derive(Debug, Clone, Copy)]
+pub struct Added<'a> {
+    /// This hop's forwarding headers.
+    pub forwarding: &'a Forwarding,
+    /// The signed-in user's identity headers and tokens.
+    pub identity: Option<&'a Injected>,
+}
+
 use crate::config::{ConfigError, Issues, UpstreamConfig, parse_upstream_url};
 use crate::error::ProxyError;
+use crate::forwarded::Forwarding;
 use crate::identity::Injected;
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::{Body, BoxError, tls, wire};
@@ -173,16 +184,16 @@ impl Upstream {
             .build()
     }
 
-    /// Sends `request` with the `identity` headers added, and waits for the response head,
-    /// at most the configured timeout (connecting included).
+    /// Sends `request` with the `added` headers, and waits for the response head, at most
+    /// the configured timeout (connecting included).
     pub async fn send(
         &self,
         request: Request<Body>,
-        identity: Option<&Injected>,
+        added: Added<'_>,
     ) -> Result<Response<PooledBody>, ProxyError> {
         // One clock read for both the deadline and the latency metric.
         let sent = tokio::time::Instant::now();
-        let exchange = self.exchange(request, identity);
+        let exchange = self.exchange(request, added);
         let response = match sent.checked_add(self.timeout) {
             Some(deadline) => match tokio::time::timeout_at(deadline, exchange).await {
                 Ok(result) => result?,
@@ -202,16 +213,17 @@ impl Upstream {
     async fn exchange(
         &self,
         mut request: Request<Body>,
-        identity: Option<&Injected>,
+        added: Added<'_>,
     ) -> Result<Response<PooledBody>, ProxyError> {
         let lean = self.connect.tls.is_none()
             && request.body().is_end_stream()
             && !request.headers().contains_key(http::header::UPGRADE);
         if lean {
             // Written straight into the head: no map inserts.
-            self.exchange_lean(request, identity).await
+            self.exchange_lean(request, added).await
         } else {
-            if let Some(identity) = identity {
+            added.forwarding.insert_into(request.headers_mut());
+            if let Some(identity) = added.identity {
                 identity.insert_into(request.headers_mut());
             }
             // Boxed: the common request, above, should not carry room for this one.
@@ -255,10 +267,10 @@ impl Upstream {
     async fn exchange_lean(
         &self,
         request: Request<Body>,
-        identity: Option<&Injected>,
+        added: Added<'_>,
     ) -> Result<Response<PooledBody>, ProxyError> {
         let (parts, _) = request.into_parts();
-        let mut head = lean::request_head(&parts, identity);
+        let mut head = lean::request_head(&parts, added);
         let head_request = parts.method == http::Method::HEAD;
         let result = self.exchange_lean_head(&parts, &head, head_request).await;
         head.clear();

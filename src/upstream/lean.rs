@@ -18,7 +18,7 @@ use smallvec::SmallVec;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::Pool;
+use super::{Added, Pool};
 use crate::BoxError;
 use crate::identity::Injected;
 use crate::wire::{self, Chunked, Decoded, has_token, put_header, span, spare};
@@ -103,16 +103,17 @@ impl Conn {
     }
 }
 
-/// The request head, in origin form, for a request without a body, with the `identity`
+/// The request head, in origin form, for a request without a body, with the `added`
 /// headers after the others, in a buffer that [`spare::give_back`] can keep.
-pub(super) fn request_head(parts: &Parts, identity: Option<&Injected>) -> BytesMut {
+pub(super) fn request_head(parts: &Parts, added: Added<'_>) -> BytesMut {
     // Sized once: a signed-in request's head, with its tokens, is a few KiB.
     let size = parts
         .headers
         .iter()
         .map(|(name, value)| name.as_str().len() + value.len() + 4)
         .sum::<usize>()
-        + identity.map_or(0, Injected::head_len);
+        + added.forwarding.head_len()
+        + added.identity.map_or(0, Injected::head_len);
     let mut out = spare::take(size + parts.uri.path().len() + 64);
     out.extend_from_slice(parts.method.as_str().as_bytes());
     out.put_u8(b' ');
@@ -122,7 +123,8 @@ pub(super) fn request_head(parts: &Parts, identity: Option<&Injected>) -> BytesM
     for (name, value) in &parts.headers {
         put_header(&mut out, name.as_str().as_bytes(), value.as_bytes());
     }
-    if let Some(identity) = identity {
+    added.forwarding.write_to(&mut out);
+    if let Some(identity) = added.identity {
         identity.write_to(&mut out);
     }
     // An empty body is still a body for these methods: say so.
