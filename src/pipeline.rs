@@ -130,7 +130,7 @@ async fn route(
     if let Err(e) = normalize_path(&mut parts) {
         return e.into_response(accept.as_ref());
     }
-    let host_name = host.map_or("", Authority::host);
+    let host_name = host.map_or("", host_of);
     if let Some(keys) = app.identity.well_known(&parts.method, parts.uri.path()) {
         return keys;
     }
@@ -233,6 +233,22 @@ fn request_host(parts: &Parts) -> Option<Authority> {
     }
     let value = parts.headers.get(header::HOST)?;
     Authority::try_from(value.as_bytes()).ok()
+}
+
+/// What [`Authority::host`] returns (the host without userinfo or port; an IPv6 literal
+/// keeps its brackets), found with byte scans rather than its string splitting.
+fn host_of(authority: &Authority) -> &str {
+    let s = authority.as_str();
+    let s = match s.bytes().rposition(|b| b == b'@') {
+        Some(at) => &s[at + 1..],
+        None => s,
+    };
+    let end = if s.starts_with('[') {
+        s.bytes().position(|b| b == b']').map_or(s.len(), |i| i + 1)
+    } else {
+        s.bytes().position(|b| b == b':').unwrap_or(s.len())
+    };
+    &s[..end]
 }
 
 /// Phase 1: the upstream that serves this request; `host` is the asked-for host name.
@@ -361,4 +377,28 @@ async fn forward(
 
     strip_hop_by_hop(response.headers_mut());
     Ok(response.map(Body::from))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_of_agrees_with_http() {
+        for text in [
+            "portal.example.com",
+            "portal.example.com:8443",
+            "127.0.0.1:7007",
+            "[::1]:7007",
+            "[::1]",
+            "[2001:db8::1]",
+            "user@host.example:80",
+            "user:pass@host.example",
+            "a@b@c.example:1",
+            "x",
+        ] {
+            let authority: Authority = text.parse().unwrap();
+            assert_eq!(host_of(&authority), authority.host(), "{text}");
+        }
+    }
 }

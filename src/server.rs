@@ -5,8 +5,9 @@
 //! If connections are still open when the grace period ends, `force` closes them.
 
 use std::convert::Infallible;
+use std::future::poll_fn;
 use std::net::SocketAddr;
-use std::pin::Pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
@@ -248,9 +249,22 @@ impl Signals {
     }
 }
 
-/// Resolves once the flag is true (or its sender is gone, which means the same).
+/// Resolves once the flag is true (or its sender is gone, which means the same). Busy
+/// connections poll this on every wake-up: once the first poll has registered the task,
+/// a poll costs one atomic load until the flag changes.
 async fn raised(flag: &mut watch::Receiver<bool>) {
-    let _ = flag.wait_for(|raised| *raised).await;
+    let probe = flag.clone();
+    let mut wait = pin!(flag.wait_for(|raised| *raised));
+    let mut registered = false;
+    poll_fn(|cx| {
+        // Unchanged since the first poll: the registration from that poll still stands.
+        if registered && matches!(probe.has_changed(), Ok(false)) {
+            return Poll::Pending;
+        }
+        registered = true;
+        wait.as_mut().poll(cx).map(drop)
+    })
+    .await;
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -29,6 +29,48 @@ pub fn header_map(head: &Bytes, spans: &[(Span, Span)], extra: usize) -> Option<
     Some(headers)
 }
 
+/// The headers Stagedoor's HTTP/1.1 code looks at by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Known {
+    Connection,
+    ContentLength,
+    Date,
+    Expect,
+    Host,
+    KeepAlive,
+    ProxyAuthenticate,
+    ProxyAuthorization,
+    ProxyConnection,
+    Te,
+    Trailer,
+    TransferEncoding,
+    Upgrade,
+    /// Any other name.
+    Other,
+}
+
+/// Which of the [`Known`] headers `name` is (any case): its length picks at most two
+/// candidates, so most names cost no comparison at all.
+pub fn known(name: &[u8]) -> Known {
+    let is = |candidate: &[u8]| name.eq_ignore_ascii_case(candidate);
+    match name.len() {
+        2 if is(b"te") => Known::Te,
+        4 if is(b"host") => Known::Host,
+        4 if is(b"date") => Known::Date,
+        6 if is(b"expect") => Known::Expect,
+        7 if is(b"upgrade") => Known::Upgrade,
+        7 if is(b"trailer") => Known::Trailer,
+        10 if is(b"connection") => Known::Connection,
+        10 if is(b"keep-alive") => Known::KeepAlive,
+        14 if is(b"content-length") => Known::ContentLength,
+        16 if is(b"proxy-connection") => Known::ProxyConnection,
+        17 if is(b"transfer-encoding") => Known::TransferEncoding,
+        18 if is(b"proxy-authenticate") => Known::ProxyAuthenticate,
+        19 if is(b"proxy-authorization") => Known::ProxyAuthorization,
+        _ => Known::Other,
+    }
+}
+
 /// The length in a `Content-Length` value: one number, or a list of the same number.
 pub fn content_length(value: &[u8]) -> Option<u64> {
     // The common case, one short number, without the list's splitting and UTF-8 check.
@@ -300,6 +342,52 @@ mod tests {
         assert!(again.is_empty());
         assert!(again.capacity() >= 24);
         assert!(again.get("x-secret").is_none());
+    }
+
+    #[test]
+    fn known_names_in_any_case() {
+        use http::header;
+        let names: [(&[u8], Known); 15] = [
+            (b"te", Known::Te),
+            (b"Host", Known::Host),
+            (b"DATE", Known::Date),
+            (b"Expect", Known::Expect),
+            (b"upgrade", Known::Upgrade),
+            (b"Trailer", Known::Trailer),
+            (b"Connection", Known::Connection),
+            (b"keep-Alive", Known::KeepAlive),
+            (b"Content-Length", Known::ContentLength),
+            (b"Proxy-Connection", Known::ProxyConnection),
+            (b"transfer-encoding", Known::TransferEncoding),
+            (b"Proxy-Authenticate", Known::ProxyAuthenticate),
+            (b"proxy-authorization", Known::ProxyAuthorization),
+            (b"x-host", Known::Other),
+            (b"hosts", Known::Other),
+        ];
+        for (name, want) in names {
+            assert_eq!(known(name), want, "{}", String::from_utf8_lossy(name));
+        }
+        // Every name `http` has a constant for, and only those listed, is known.
+        for name in [
+            header::CONNECTION,
+            header::CONTENT_LENGTH,
+            header::DATE,
+            header::EXPECT,
+            header::HOST,
+            header::PROXY_AUTHENTICATE,
+            header::PROXY_AUTHORIZATION,
+            header::TE,
+            header::TRAILER,
+            header::TRANSFER_ENCODING,
+            header::UPGRADE,
+        ] {
+            assert_ne!(known(name.as_str().as_bytes()), Known::Other, "{name}");
+        }
+        assert_eq!(
+            known(header::CONTENT_TYPE.as_str().as_bytes()),
+            Known::Other
+        );
+        assert_eq!(known(header::ACCEPT.as_str().as_bytes()), Known::Other);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
-use http::header::{self, HeaderName};
+use http::header;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use http_body_util::{BodyExt, Empty};
@@ -26,7 +26,7 @@ use tokio::net::TcpStream;
 use super::{Conn, PARK_AFTER, raised};
 use crate::Body;
 use crate::pipeline::{self, Heads};
-use crate::wire::{self, Span, has_token, put_header, put_length, span, spare};
+use crate::wire::{self, Known, Span, has_token, put_header, put_length, span, spare};
 
 /// How the loop left a connection.
 pub(super) enum Next {
@@ -91,6 +91,8 @@ impl Conn {
                         stream.read_buf(&mut buf).await
                     };
                     let read = tokio::select! {
+                        // The read first: the others are for idle and stopping connections.
+                        biased;
                         read = next => Ok(read),
                         _ = tick.tick() => Err(()),
                         () = &mut stopping => return Next::Closed,
@@ -203,19 +205,14 @@ fn take_request(
     let mut hosts = 0;
     for h in parsed.headers.iter() {
         let name = h.name.as_bytes();
-        let is = |n: &HeaderName| name.eq_ignore_ascii_case(n.as_str().as_bytes());
-        // A body (or the question of one), or another protocol: hyper frames those.
-        if is(&header::CONTENT_LENGTH)
-            || is(&header::TRANSFER_ENCODING)
-            || is(&header::UPGRADE)
-            || is(&header::EXPECT)
-        {
-            return Err(NotTaken::Hyper);
-        }
-        if is(&header::HOST) {
-            hosts += 1;
-        } else if is(&header::CONNECTION) && has_token(h.value, b"close") {
-            keep_alive = false;
+        match wire::known(name) {
+            // A body (or the question of one), or another protocol: hyper frames those.
+            Known::ContentLength | Known::TransferEncoding | Known::Upgrade | Known::Expect => {
+                return Err(NotTaken::Hyper);
+            }
+            Known::Host => hosts += 1,
+            Known::Connection if has_token(h.value, b"close") => keep_alive = false,
+            _ => {}
         }
         spans.push((span(buf, name), span(buf, h.value)));
     }

@@ -21,7 +21,7 @@ use tokio::net::TcpStream;
 use super::{Added, Pool};
 use crate::BoxError;
 use crate::identity::Injected;
-use crate::wire::{self, Chunked, Decoded, has_token, put_header, span, spare};
+use crate::wire::{self, Chunked, Decoded, Known, has_token, put_header, span, spare};
 
 /// A response head larger than this is refused (502).
 const MAX_HEAD: usize = 256 * 1024;
@@ -194,37 +194,42 @@ fn parse_response(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, BoxE
     let mut repeated = false;
     for h in parsed.headers.iter() {
         let name = h.name.as_bytes();
+        let known = wire::known(name);
         // Hop-by-hop headers that `strip_hop_by_hop` would remove anyway are left out here.
-        let hop = if name.eq_ignore_ascii_case(b"connection") {
-            if has_token(h.value, b"close") {
-                keep_alive = false;
+        let hop = match known {
+            Known::Connection => {
+                if has_token(h.value, b"close") {
+                    keep_alive = false;
+                }
+                // Kept when it names other headers: those must be stripped too.
+                h.value.split(|&b| b == b',').all(|t| {
+                    let t = t.trim_ascii();
+                    t.is_empty()
+                        || t.eq_ignore_ascii_case(b"keep-alive")
+                        || t.eq_ignore_ascii_case(b"close")
+                })
             }
-            // Kept when it names other headers: those must be stripped too.
-            h.value.split(|&b| b == b',').all(|t| {
-                let t = t.trim_ascii();
-                t.is_empty()
-                    || t.eq_ignore_ascii_case(b"keep-alive")
-                    || t.eq_ignore_ascii_case(b"close")
-            })
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            coded = true;
-            // Only a final `chunked` delimits the body; anything else runs to the close.
-            chunked = h
-                .value
-                .rsplit(|&b| b == b',')
-                .next()
-                .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-            true
-        } else if name.eq_ignore_ascii_case(b"content-length") {
-            let n = wire::content_length(h.value).ok_or("invalid upstream content-length")?;
-            if length.is_some_and(|l| l != n) {
-                return Err("conflicting upstream content-lengths".into());
+            Known::TransferEncoding => {
+                coded = true;
+                // Only a final `chunked` delimits the body; anything else runs to the close.
+                chunked = h
+                    .value
+                    .rsplit(|&b| b == b',')
+                    .next()
+                    .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+                true
             }
-            repeated |= length.is_some() || h.value.contains(&b',');
-            length = Some(n);
-            false
-        } else {
-            name.eq_ignore_ascii_case(b"keep-alive")
+            Known::ContentLength => {
+                let n = wire::content_length(h.value).ok_or("invalid upstream content-length")?;
+                if length.is_some_and(|l| l != n) {
+                    return Err("conflicting upstream content-lengths".into());
+                }
+                repeated |= length.is_some() || h.value.contains(&b',');
+                length = Some(n);
+                false
+            }
+            Known::KeepAlive => true,
+            _ => false,
         };
         if hop {
             continue;
@@ -232,12 +237,24 @@ fn parse_response(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, BoxE
         let (name_at, value_at) = (span(buf, name), span(buf, h.value));
         spans.push((name_at, value_at));
         if let Some(lines) = &mut passed {
-            // The body's own framing sets the length: the writer adds it.
-            if name.eq_ignore_ascii_case(b"content-length") {
-                continue;
-            }
-            if !lines.keep(name, name_at.0, value_at.1) {
-                passed = None;
+            match known {
+                // The body's own framing sets the length: the writer adds it.
+                Known::ContentLength => {}
+                // Hop-by-hop headers left for `strip_hop_by_hop` (a `Connection` here names
+                // other headers), and names too long for `http`: the head is rewritten.
+                Known::Connection
+                | Known::Te
+                | Known::Trailer
+                | Known::Upgrade
+                | Known::ProxyConnection
+                | Known::ProxyAuthenticate
+                | Known::ProxyAuthorization => passed = None,
+                _ if name.len() > usize::from(u16::MAX) => passed = None,
+                _ => {
+                    if !lines.keep(name_at.0, value_at.1, known == Known::Date) {
+                        passed = None;
+                    }
+                }
             }
         }
     }
@@ -300,26 +317,14 @@ pub struct PassedHead {
 }
 
 impl PassedHead {
-    /// Keeps the header `name` whose line runs from `start` to `end`; false if the head
-    /// cannot be passed on as it is.
-    fn keep(&mut self, name: &[u8], start: usize, end: usize) -> bool {
-        let is = |n: &HeaderName| name.eq_ignore_ascii_case(n.as_str().as_bytes());
-        // Hop-by-hop headers left for `strip_hop_by_hop` (a `Connection` here names other
-        // headers), and names too long for `http`.
-        let rewritten = is(&header::CONNECTION)
-            || is(&header::TE)
-            || is(&header::TRAILER)
-            || is(&header::UPGRADE)
-            || is(&header::PROXY_AUTHENTICATE)
-            || is(&header::PROXY_AUTHORIZATION)
-            || name.eq_ignore_ascii_case(b"proxy-connection")
-            || name.len() > usize::from(u16::MAX);
+    /// Keeps the header line that runs from `start` to `end`; false if it is out of reach.
+    fn keep(&mut self, start: usize, end: usize, date: bool) -> bool {
         let (Ok(start), Ok(end)) = (u32::try_from(start), u32::try_from(end)) else {
             return false;
         };
-        self.date |= is(&header::DATE);
+        self.date |= date;
         self.lines.push((start, end));
-        !rewritten
+        true
     }
 
     /// True if the upstream sent a `Date`.

@@ -43,7 +43,8 @@ async fn a_provider_that_goes_away_or_hangs_leaves_sessions_working_and_sign_in_
     let provider = format!(
         "[[providers]]\nkind = \"oidc\"\nissuer = \"http://{silent_addr}\"\nclient_id = \"stagedoor\"\nclient_secret = \"stagedoor-secret\"\n"
     );
-    let proxy = start(gate_config(port, &up, "", &provider)).await;
+    // A port of its own: the first one, just freed, may meanwhile be another test's.
+    let proxy = start(gate_config(free_port(), &up, "", &provider)).await;
     let addr = proxy.addr();
     let started = Instant::now();
     let sign_in_page =
