@@ -70,31 +70,56 @@ pub(crate) const IDENTITY_HEADERS: &[&str] = &[
     "x-email",
 ];
 
-/// True if `name` is one of `list` in any spelling (`list` is lowercase, with `-`).
-fn is_listed<S: AsRef<str>>(name: &HeaderName, list: &[S]) -> bool {
-    let name = name.as_str();
-    if !name.contains('_') {
-        return list.iter().any(|l| l.as_ref() == name);
+/// Header names to strip in any spelling: lowercase, with `-` (a client's `_` counts as
+/// `-`, which keeps the length: a name of a length none has is ruled out by one bit test).
+#[derive(Debug, Clone)]
+struct NameList {
+    names: Vec<String>,
+    /// Bit `n` set if a name is `n` bytes long; names of 128 bytes or more are always looked up.
+    lengths: u128,
+}
+
+impl NameList {
+    fn new(names: Vec<String>) -> Self {
+        let lengths = names
+            .iter()
+            .filter(|n| n.len() < 128)
+            .fold(0, |bits, n| bits | 1 << n.len());
+        Self { names, lengths }
     }
-    let normalized = name.replace('_', "-");
-    list.iter().any(|l| l.as_ref() == normalized)
+
+    fn contains(&self, name: &HeaderName) -> bool {
+        let name = name.as_str();
+        if name.len() < 128 && self.lengths & 1 << name.len() == 0 {
+            return false;
+        }
+        if !name.contains('_') {
+            return self.names.iter().any(|l| *l == name);
+        }
+        let normalized = name.replace('_', "-");
+        self.names.contains(&normalized)
+    }
+
+    /// Removes every listed header from `headers`.
+    fn strip(&self, headers: &mut HeaderMap) {
+        if !headers.keys().any(|n| self.contains(n)) {
+            return;
+        }
+        let forged: Vec<HeaderName> = headers
+            .keys()
+            .filter(|n| self.contains(n))
+            .cloned()
+            .collect();
+        for name in forged {
+            tracing::debug!(header = %name, "removed a client-sent identity header");
+            headers.remove(name);
+        }
+    }
 }
 
 /// Removes every identity header in [`IDENTITY_HEADERS`] a client sent.
 pub fn strip(headers: &mut HeaderMap) {
-    strip_listed(headers, IDENTITY_HEADERS);
-}
-
-fn strip_listed<S: AsRef<str>>(headers: &mut HeaderMap, list: &[S]) {
-    let forged: Vec<HeaderName> = headers
-        .keys()
-        .filter(|n| is_listed(n, list))
-        .cloned()
-        .collect();
-    for name in forged {
-        tracing::debug!(header = %name, "removed a client-sent identity header");
-        headers.remove(name);
-    }
+    NameList::new(IDENTITY_HEADERS.iter().map(|h| h.to_string()).collect()).strip(headers);
 }
 
 /// The four identity headers of one convention.
@@ -288,7 +313,7 @@ pub struct Identity {
     pass_access_token: bool,
     /// [`IDENTITY_HEADERS`], `identity.strip_headers` and `jwt_header`, lowercase with `-`:
     /// one list, so stripping is one pass over the request's headers.
-    stripped: Vec<String>,
+    stripped: NameList,
     issuer: String,
     audience: String,
     lifetime: Duration,
@@ -359,7 +384,7 @@ impl Identity {
             oauth2_proxy_id_token: id.oauth2_proxy_id_token && token,
             id_token_paths: id.oauth2_proxy_id_token_paths.clone(),
             pass_access_token: id.pass_access_token,
-            stripped,
+            stripped: NameList::new(stripped),
             issuer,
             audience: id.audience.clone(),
             lifetime: id.token_lifetime,
@@ -389,7 +414,7 @@ impl Identity {
 
     /// Removes identity headers a client sent: the built-in list and the configured ones.
     pub fn strip(&self, headers: &mut HeaderMap) {
-        strip_listed(headers, &self.stripped);
+        self.stripped.strip(headers);
     }
 
     /// The identity headers of a request about to be forwarded: the user's, the tokens, and
@@ -680,6 +705,17 @@ pub struct InvalidIdentity;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listed_names_are_found_whatever_their_length() {
+        let long = format!("x-{}", "a".repeat(140));
+        let list = NameList::new(vec!["x-user".into(), long.clone()]);
+        let has = |name: &str| list.contains(&HeaderName::from_bytes(name.as_bytes()).unwrap());
+        assert!(has("x-user") && has("X_User") && has(&long) && has(&long.replace('-', "_")));
+        // Same lengths, other names; other lengths.
+        assert!(!has("x-usex") && !has("x-users") && !has(&format!("x-{}", "b".repeat(140))));
+        assert!(!has(&format!("x-{}", "a".repeat(141))) && !has("host"));
+    }
 
     #[test]
     fn forged_identity_is_removed_in_every_spelling() {
