@@ -25,6 +25,7 @@ BACKSTAGE_PATH=/api/catalog/entities
 PROXY_CPU=0
 LOAD_CPU=1                   # wrk and the upstream
 
+WRAP=()                      # a command the proxies run under (bench/instructions.sh: valgrind)
 TMP=""
 STARTED_PIDS=()              # everything we started, stopped by cleanup
 
@@ -159,7 +160,7 @@ start_nginx() {
     mkdir -p "$dir"
     write_temp_paths "$dir"
     render "$template" "$dir/nginx.conf" DIR="$dir" PORT="$port" UPSTREAM_PORT="$UPSTREAM_PORT"
-    taskset -c "$cpu" nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log" >"$dir/stderr.log" 2>&1 &
+    taskset -c "$cpu" "${WRAP[@]}" nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log" >"$dir/stderr.log" 2>&1 &
     NGINX_PID=$!
     STARTED_PIDS+=("$NGINX_PID")
     wait_ready "$name" "$NGINX_PID" "$port" "$dir/stderr.log"
@@ -178,7 +179,7 @@ launch_stagedoor() {
     for var in $(compgen -e); do
         [[ $var == STAGEDOOR_* ]] && unset_env+=(-u "$var")
     done
-    env "${unset_env[@]}" taskset -c "$PROXY_CPU" "$BIN" --config "$dir/stagedoor.toml" \
+    env "${unset_env[@]}" taskset -c "$PROXY_CPU" "${WRAP[@]}" "$BIN" --config "$dir/stagedoor.toml" \
         >"$dir/stderr.log" 2>&1 &
     LAUNCHED_PID=$!
     STARTED_PIDS+=("$LAUNCHED_PID")
@@ -502,4 +503,7 @@ main() {
     report | tee "$BENCH_DIR/results/latest.md"
 }
 
-main "$@"
+# Sourced by bench/instructions.sh for its functions.
+if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
+    main "$@"
+fi
