@@ -254,7 +254,11 @@ impl Signals {
 /// a poll costs one atomic load until the flag changes.
 async fn raised(flag: &mut watch::Receiver<bool>) {
     let probe = flag.clone();
-    let mut wait = pin!(flag.wait_for(|raised| *raised));
+    // Outside tokio's cooperative budget: a task out of budget would otherwise get `Pending`
+    // from the first poll without being registered, and later polls would not register it.
+    let mut wait = pin!(tokio::task::coop::unconstrained(
+        flag.wait_for(|raised| *raised)
+    ));
     let mut registered = false;
     poll_fn(|cx| {
         // Unchanged since the first poll: the registration from that poll still stands.
@@ -832,5 +836,36 @@ impl HttpBody for Guarded {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A busy accept loop can use up its task's budget just before it starts waiting for the
+    /// stop signal: the wait must still be woken by the signal.
+    #[tokio::test]
+    async fn a_stop_signal_wakes_a_wait_begun_out_of_budget() {
+        let (stop, mut flag) = watch::channel(false);
+        let mut wait = pin!(raised(&mut flag));
+        poll_fn(|cx| {
+            while let Poll::Ready(progress) = tokio::task::coop::poll_proceed(cx) {
+                progress.made_progress();
+            }
+            assert!(wait.as_mut().poll(cx).is_pending());
+            Poll::Ready(())
+        })
+        .await;
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let _ = stop.send(true);
+        });
+        tokio::select! {
+            // The timer first: once it fires, a late poll of `wait` must not hide the miss.
+            biased;
+            () = tokio::time::sleep(Duration::from_secs(3)) => panic!("the stop signal was missed"),
+            () = &mut wait => {}
+        }
     }
 }
