@@ -22,6 +22,9 @@ count() {
     local name=$1 port=$2 seconds=$3 header="" out pid
     local dir=$TMP/$name-$seconds
     mkdir -p "$dir"
+    # nginx's worker runs as another user (nobody) and writes its count here too.
+    chmod 711 "$TMP"
+    chmod 1777 "$dir"
     WRAP=(valgrind --tool=cachegrind --cache-sim=no --trace-children=yes
         "--cachegrind-out-file=$dir/cg.%p")
     case $name in
@@ -46,9 +49,17 @@ count() {
         || die "wrk against $name failed"
     ! grep -q 'Non-2xx' <<<"$out" || die "$name answered with errors: $out"
     REQUESTS=$(awk '$2 == "requests" && $3 == "in" { print $1 }' <<<"$out")
-    stop_pid "$pid"
+    local workers child i
+    workers=$(pgrep -P "$pid" || true)
+    stop_pid "$pid" || true   # it may have exited already (errexit is for our own steps)
     forget_pid "$pid"
-    # nginx's master and worker each write a file.
+    # nginx's master and worker each write a file, the worker maybe after the master exits.
+    for child in $workers; do
+        for ((i = 0; i < 100; i++)); do
+            kill -0 "$child" 2>/dev/null || break
+            sleep 0.1
+        done
+    done
     INSTRUCTIONS=$(cat "$dir"/cg.* | awk '/^summary:/ { sum += $2 } END { print sum }')
 }
 
