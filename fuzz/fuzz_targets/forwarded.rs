@@ -31,9 +31,12 @@ fuzz_target!(|data: &[u8]| {
             proto: "https",
             host: Some(&host),
         };
-        let client = apply(&mut copy, origin, &trusted);
+        let (client, forwarding) = apply(&mut copy, origin, &trusted);
+        forwarding.insert_into(&mut copy);
         if peer == stranger {
             assert_eq!(client, stranger);
+            let chain: Vec<_> = copy.get_all("x-forwarded-for").iter().collect();
+            assert_eq!(chain, ["203.0.113.7"]);
         }
     }
 });
