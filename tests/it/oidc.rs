@@ -7,7 +7,7 @@ use http::StatusCode;
 use stagedoor::Config;
 
 use crate::support::{
-    Browser, OpenIdProvider, Page, Upstream, free_port, gate_config, header_map, start,
+    Browser, OpenIdProvider, Page, Upstream, free_port, gate_config, header_map, proxy_to, start,
 };
 
 fn oidc_config(port: u16, issuer: &str, upstream: &Upstream, extra: &str) -> Config {
@@ -304,6 +304,46 @@ async fn expiring_access_tokens_are_refreshed_once_for_concurrent_requests() {
         header_map(&up.last().headers)["x-forwarded-email"],
         "alice@example.com"
     );
+}
+
+/// A refreshed session on a response whose header lines would otherwise pass through as the
+/// upstream wrote them (access log off): the session cookie joins the upstream's own cookie,
+/// and `Cache-Control: private, no-store` replaces the upstream's.
+#[tokio::test]
+async fn a_refreshed_session_cookie_joins_an_upstream_response_unchanged_otherwise() {
+    let up = Upstream::start(|_req| async {
+        let mut response = http::Response::new(stagedoor::full("web"));
+        let headers = response.headers_mut();
+        headers.insert("cache-control", "public, max-age=60".parse().unwrap());
+        headers.append("set-cookie", "upstream=1".parse().unwrap());
+        headers.insert("x-upstream", "kept".parse().unwrap());
+        response
+    })
+    .await;
+    let port = free_port();
+    // Every access token is within the refresh margin: each request refreshes the session.
+    let op = OpenIdProvider::start(&format!("http://127.0.0.1:{port}/oauth2/callback"), 5);
+    let mut config = oidc_config(port, &op.issuer, &up, "");
+    config.log.access_log = false;
+    let proxy = start(config).await;
+    let (mut browser, _) = sign_in(proxy.addr(), "/", "alice").await;
+    let page = browser.get("/catalog").await;
+    assert_eq!((page.status, page.body.as_str()), (StatusCode::OK, "web"));
+    let cookies = page.set_cookies();
+    assert!(
+        cookies.iter().any(|c| c.starts_with("_stagedoor=")),
+        "{cookies:?}"
+    );
+    assert!(cookies.iter().any(|c| c == "upstream=1"), "{cookies:?}");
+    let cache: Vec<_> = page.headers.get_all("cache-control").iter().collect();
+    assert_eq!(cache, ["private, no-store"]);
+    assert_eq!(page.headers["x-upstream"], "kept");
+    assert_eq!(page.headers.get_all("content-length").iter().count(), 1);
+    // A response with nothing to add leaves as the upstream wrote it.
+    let plain = proxy_to(&up).await;
+    let page = Browser::new(plain.addr()).get("/").await;
+    let cache: Vec<_> = page.headers.get_all("cache-control").iter().collect();
+    assert_eq!(cache, ["public, max-age=60"]);
 }
 
 #[tokio::test]
