@@ -68,6 +68,24 @@ pub fn upgrade_protocol(headers: &HeaderMap) -> Option<http::HeaderValue> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The HTTP/1.1 code's quick check (`wire::Known`) names exactly the headers stripped here.
+    #[test]
+    fn known_hop_by_hop_names_are_the_stripped_ones() {
+        use crate::wire::known;
+        for name in HOP_BY_HOP.iter().chain([&header::UPGRADE]) {
+            assert!(known(name.as_str().as_bytes()).is_hop_by_hop(), "{name}");
+        }
+        for name in [
+            header::CONTENT_LENGTH,
+            header::DATE,
+            header::EXPECT,
+            header::HOST,
+            header::ACCEPT,
+        ] {
+            assert!(!known(name.as_str().as_bytes()).is_hop_by_hop(), "{name}");
+        }
+    }
     use http::HeaderValue;
 
     #[test]

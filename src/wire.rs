@@ -49,6 +49,17 @@ pub enum Known {
     Other,
 }
 
+impl Known {
+    /// True for the hop-by-hop headers `headers::strip_hop_by_hop` removes (RFC 9110 §7.6.1),
+    /// `Upgrade` among them.
+    pub fn is_hop_by_hop(self) -> bool {
+        !matches!(
+            self,
+            Known::ContentLength | Known::Date | Known::Expect | Known::Host | Known::Other
+        )
+    }
+}
+
 /// Which of the [`Known`] headers `name` is (any case): its length picks at most two
 /// candidates, so most names cost no comparison at all.
 pub fn known(name: &[u8]) -> Known {

@@ -242,13 +242,7 @@ fn parse_response(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, BoxE
                 Known::ContentLength => {}
                 // Hop-by-hop headers left for `strip_hop_by_hop` (a `Connection` here names
                 // other headers), and names too long for `http`: the head is rewritten.
-                Known::Connection
-                | Known::Te
-                | Known::Trailer
-                | Known::Upgrade
-                | Known::ProxyConnection
-                | Known::ProxyAuthenticate
-                | Known::ProxyAuthorization => passed = None,
+                known if known.is_hop_by_hop() => passed = None,
                 _ if name.len() > usize::from(u16::MAX) => passed = None,
                 _ => {
                     if !lines.keep(name_at.0, value_at.1, known == Known::Date) {
