@@ -10,6 +10,7 @@
 //! again on a new one: by hyper only if it was never written, by the lean client only if its
 //! method is idempotent and nothing came back.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -191,21 +192,11 @@ impl Upstream {
         request: Request<Body>,
         added: Added<'_>,
     ) -> Result<Response<PooledBody>, ProxyError> {
-        // One clock read for both the deadline and the latency metric.
+        // One clock read for both the deadline and the latency metric. A timeout too long
+        // to add to the clock is no deadline.
         let sent = tokio::time::Instant::now();
-        let exchange = self.exchange(request, added);
-        let response = match sent.checked_add(self.timeout) {
-            Some(deadline) => match tokio::time::timeout_at(deadline, exchange).await {
-                Ok(result) => result?,
-                Err(_) => {
-                    return Err(ProxyError::UpstreamTimeout {
-                        upstream: self.name.clone(),
-                    });
-                }
-            },
-            // A timeout too long to add to the clock: no deadline.
-            None => exchange.await?,
-        };
+        let deadline = sent.checked_add(self.timeout);
+        let response = self.exchange(request, added, deadline).await?;
         self.metrics.upstream_response(sent.elapsed().as_secs_f64());
         Ok(response)
     }
@@ -214,20 +205,35 @@ impl Upstream {
         &self,
         mut request: Request<Body>,
         added: Added<'_>,
+        deadline: Option<tokio::time::Instant>,
     ) -> Result<Response<PooledBody>, ProxyError> {
         let lean = self.connect.tls.is_none()
             && request.body().is_end_stream()
             && !request.headers().contains_key(http::header::UPGRADE);
         if lean {
             // Written straight into the head: no map inserts.
-            self.exchange_lean(request, added).await
+            self.exchange_lean(request, added, deadline).await
         } else {
             added.forwarding.insert_into(request.headers_mut());
             if let Some(identity) = added.identity {
                 identity.insert_into(request.headers_mut());
             }
             // Boxed: the common request, above, should not carry room for this one.
-            Box::pin(self.exchange_hyper(request)).await
+            Box::pin(self.within(deadline, self.exchange_hyper(request))).await
+        }
+    }
+
+    /// `work`, or a timeout error if it has not finished by `deadline`.
+    async fn within<T>(
+        &self,
+        deadline: Option<tokio::time::Instant>,
+        work: impl Future<Output = Result<T, ProxyError>>,
+    ) -> Result<T, ProxyError> {
+        match deadline {
+            Some(deadline) => tokio::time::timeout_at(deadline, work)
+                .await
+                .unwrap_or_else(|_| Err(self.timed_out())),
+            None => work.await,
         }
     }
 
@@ -268,11 +274,14 @@ impl Upstream {
         &self,
         request: Request<Body>,
         added: Added<'_>,
+        deadline: Option<tokio::time::Instant>,
     ) -> Result<Response<PooledBody>, ProxyError> {
         let (parts, _) = request.into_parts();
         let mut head = lean::request_head(&parts, added);
         let head_request = parts.method == http::Method::HEAD;
-        let result = self.exchange_lean_head(&parts, &head, head_request).await;
+        let result = self
+            .exchange_lean_head(&parts, &head, head_request, deadline)
+            .await;
         head.clear();
         wire::spare::give_back(head);
         wire::spare::give_back_map(parts.headers);
@@ -284,14 +293,18 @@ impl Upstream {
         parts: &http::request::Parts,
         head: &[u8],
         head_request: bool,
+        deadline: Option<tokio::time::Instant>,
     ) -> Result<Response<PooledBody>, ProxyError> {
         loop {
             let (conn, pooled) = match self.pool.take_lean() {
                 Some(conn) => (conn, true),
                 // Boxed: connecting is rare and its future is large.
-                None => (lean::Conn::new(Box::pin(self.connect_tcp()).await?), false),
+                None => {
+                    let tcp = Box::pin(self.within(deadline, self.connect_tcp())).await?;
+                    (lean::Conn::new(tcp), false)
+                }
             };
-            match conn.exchange(head, head_request).await {
+            match conn.exchange(head, head_request, deadline).await {
                 Ok((response, framing, passed, conn)) => {
                     let body = lean::LeanBody::new(conn, framing, passed, &self.pool);
                     return Ok(response.map(|()| PooledBody(Kind::Lean(body))));
@@ -300,8 +313,15 @@ impl Upstream {
                 // repeat cannot do harm.
                 Err(lean::Failed::Stale(_)) if pooled && parts.method.is_idempotent() => {}
                 Err(lean::Failed::Stale(e)) => return Err(self.failed(Box::new(e))),
+                Err(lean::Failed::TimedOut) => return Err(self.timed_out()),
                 Err(lean::Failed::Other(e)) => return Err(self.failed(e)),
             }
+        }
+    }
+
+    fn timed_out(&self) -> ProxyError {
+        ProxyError::UpstreamTimeout {
+            upstream: self.name.clone(),
         }
     }
 
@@ -321,11 +341,7 @@ impl Upstream {
             {
                 Ok(Ok(tcp)) => tcp,
                 Ok(Err(e)) => return Err(self.failed(Box::new(e))),
-                Err(_) => {
-                    return Err(ProxyError::UpstreamTimeout {
-                        upstream: self.name.clone(),
-                    });
-                }
+                Err(_) => return Err(self.timed_out()),
             };
         let _ = tcp.set_nodelay(true);
         let keepalive = socket2::TcpKeepalive::new().with_time(Duration::from_secs(60));
@@ -343,9 +359,7 @@ impl Upstream {
             Some((connector, name)) => {
                 let tls = tokio::time::timeout(c.timeout, connector.connect(name.clone(), tcp))
                     .await
-                    .map_err(|_| ProxyError::UpstreamTimeout {
-                        upstream: self.name.clone(),
-                    })?
+                    .map_err(|_| self.timed_out())?
                     .map_err(|e| self.failed(Box::new(e)))?;
                 handshake(tls, peer).await
             }

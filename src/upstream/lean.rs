@@ -3,9 +3,10 @@
 //! so a request costs no channel, no extra task and no wake-up beyond the socket's own.
 //! Requests with a body, upgrades and TLS upstreams go through hyper's client instead.
 
+use std::future::{Future, poll_fn};
 use std::io;
 use std::mem::MaybeUninit;
-use std::pin::Pin;
+use std::pin::{Pin, pin};
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 
@@ -17,6 +18,7 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use smallvec::SmallVec;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
 
 use super::{Added, Pool};
 use crate::BoxError;
@@ -33,6 +35,10 @@ const READ_CHUNK: usize = 8 * 1024;
 pub(super) struct Conn {
     stream: TcpStream,
     buf: BytesMut,
+    /// The response deadline, kept for the connection's life: moving a registered timer's
+    /// deadline later costs one atomic exchange, where a new timer per request would be
+    /// added to the timer wheel and taken out again.
+    timer: Pin<Box<Sleep>>,
 }
 
 /// Why an exchange failed.
@@ -40,6 +46,8 @@ pub(super) enum Failed {
     /// Nothing came back and the connection ended: a pooled connection the upstream had
     /// closed. The request may be sent again on a new one if it is idempotent.
     Stale(io::Error),
+    /// The response head did not come before the deadline.
+    TimedOut,
     /// Anything else.
     Other(BoxError),
 }
@@ -49,6 +57,7 @@ impl Conn {
         Self {
             stream,
             buf: BytesMut::new(),
+            timer: Box::pin(tokio::time::sleep_until(Instant::now())),
         }
     }
 
@@ -64,41 +73,67 @@ impl Conn {
         matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
 
-    /// Writes `head` and reads the response head.
+    /// Writes `head` and reads the response head, until `deadline` if there is one.
     pub(super) async fn exchange(
         mut self,
         head: &[u8],
         head_request: bool,
+        deadline: Option<Instant>,
     ) -> Result<(Response<()>, Framing, Option<Box<PassedHead>>, Self), Failed> {
-        self.stream.write_all(head).await.map_err(Failed::Stale)?;
-        let mut received = false;
-        loop {
-            if !self.buf.is_empty() {
-                received = true;
-                match parse_response(&mut self.buf, head_request).map_err(Failed::Other)? {
-                    Parsed::Response(response, framing, passed) => {
-                        return Ok((response, framing, passed, self));
-                    }
-                    Parsed::Interim => continue,
-                    Parsed::Partial if self.buf.len() >= MAX_HEAD => {
-                        return Err(Failed::Other("upstream response head too large".into()));
-                    }
-                    Parsed::Partial => {}
+        let Self { stream, buf, timer } = &mut self;
+        let work = exchange(stream, buf, head, head_request);
+        let result = match deadline {
+            Some(deadline) => {
+                timer.as_mut().reset(deadline);
+                let mut work = pin!(work);
+                poll_fn(|cx| match work.as_mut().poll(cx) {
+                    Poll::Ready(result) => Poll::Ready(result),
+                    Poll::Pending => timer.as_mut().poll(cx).map(|()| Err(Failed::TimedOut)),
+                })
+                .await
+            }
+            None => work.await,
+        };
+        let (response, framing, passed) = result?;
+        Ok((response, framing, passed, self))
+    }
+}
+
+/// Writes `head` on `stream` and reads the response head, with `buf` for what is read.
+async fn exchange(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    head: &[u8],
+    head_request: bool,
+) -> Result<(Response<()>, Framing, Option<Box<PassedHead>>), Failed> {
+    stream.write_all(head).await.map_err(Failed::Stale)?;
+    let mut received = false;
+    loop {
+        if !buf.is_empty() {
+            received = true;
+            match parse_response(buf, head_request).map_err(Failed::Other)? {
+                Parsed::Response(response, framing, passed) => {
+                    return Ok((response, framing, passed));
                 }
-            }
-            if self.buf.capacity() == 0 {
-                self.buf = spare::take(READ_CHUNK);
-            }
-            self.buf.reserve(READ_CHUNK);
-            match self.stream.read_buf(&mut self.buf).await {
-                Ok(0) if !received => {
-                    return Err(Failed::Stale(io::ErrorKind::UnexpectedEof.into()));
+                Parsed::Interim => continue,
+                Parsed::Partial if buf.len() >= MAX_HEAD => {
+                    return Err(Failed::Other("upstream response head too large".into()));
                 }
-                Ok(0) => return Err(Failed::Other("upstream closed mid-response".into())),
-                Ok(_) => {}
-                Err(e) if !received => return Err(Failed::Stale(e)),
-                Err(e) => return Err(Failed::Other(Box::new(e))),
+                Parsed::Partial => {}
             }
+        }
+        if buf.capacity() == 0 {
+            *buf = spare::take(READ_CHUNK);
+        }
+        buf.reserve(READ_CHUNK);
+        match stream.read_buf(buf).await {
+            Ok(0) if !received => {
+                return Err(Failed::Stale(io::ErrorKind::UnexpectedEof.into()));
+            }
+            Ok(0) => return Err(Failed::Other("upstream closed mid-response".into())),
+            Ok(_) => {}
+            Err(e) if !received => return Err(Failed::Stale(e)),
+            Err(e) => return Err(Failed::Other(Box::new(e))),
         }
     }
 }

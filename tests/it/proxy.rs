@@ -187,7 +187,9 @@ async fn slow_upstream_is_504() {
 }
 
 /// A timeout, a quick answer and another timeout on one keep-alive connection: each request
-/// gets its own deadline, and a timeout leaves the client's connection usable.
+/// gets its own deadline, and a timeout leaves the client's connection usable. The pause lets
+/// the deadline of the last request pass while its upstream connection idles in the pool:
+/// that connection then serves one request in time and times out on the next.
 #[tokio::test]
 async fn each_request_on_a_connection_gets_its_own_upstream_timeout() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -210,7 +212,14 @@ async fn each_request_on_a_connection_gets_its_own_upstream_timeout() {
         ("/fast", "200"),
         ("/slow", "504"),
         ("/", "200"),
+        ("pause", ""),
+        ("/fast", "200"),
+        ("/slow", "504"),
     ] {
+        if path == "pause" {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            continue;
+        }
         let head = format!("GET {path} HTTP/1.1\r\nHost: a\r\nAccept: application/json\r\n\r\n");
         client.write_all(head.as_bytes()).await.unwrap();
         // One response: its head, then as many bytes as its Content-Length says.
@@ -245,6 +254,11 @@ async fn each_request_on_a_connection_gets_its_own_upstream_timeout() {
         assert_eq!(status, want, "{path}");
     }
     assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(
+        up.seen().len(),
+        6,
+        "every request reached the upstream once"
+    );
 }
 
 #[tokio::test]
