@@ -185,42 +185,42 @@ impl Upstream {
             .build()
     }
 
-    /// Sends `request` with the `added` headers, and waits for the response head, at most
-    /// the configured timeout (connecting included).
+    /// Sends the request `parts` (already in upstream form) and `body` with the `added`
+    /// headers, and waits for the response head, at most the configured timeout (connecting
+    /// included). The request head is borrowed, not moved: the common request is written
+    /// from it as it is.
     pub async fn send(
         &self,
-        request: Request<Body>,
+        parts: &mut http::request::Parts,
+        body: Body,
         added: Added<'_>,
     ) -> Result<Response<PooledBody>, ProxyError> {
         // One clock read for both the deadline and the latency metric. A timeout too long
         // to add to the clock is no deadline.
         let sent = tokio::time::Instant::now();
         let deadline = sent.checked_add(self.timeout);
-        let response = self.exchange(request, added, deadline).await?;
-        self.metrics.upstream_response(sent.elapsed().as_secs_f64());
-        Ok(response)
-    }
-
-    async fn exchange(
-        &self,
-        mut request: Request<Body>,
-        added: Added<'_>,
-        deadline: Option<tokio::time::Instant>,
-    ) -> Result<Response<PooledBody>, ProxyError> {
         let lean = self.connect.tls.is_none()
-            && request.body().is_end_stream()
-            && !request.headers().contains_key(http::header::UPGRADE);
-        if lean {
+            && body.is_end_stream()
+            && !parts.headers.contains_key(http::header::UPGRADE);
+        let response = if lean {
             // Written straight into the head: no map inserts.
-            self.exchange_lean(request, added, deadline).await
+            drop(body);
+            self.exchange_lean(parts, added, deadline).await?
         } else {
+            let mut request = Request::new(body);
+            *request.method_mut() = parts.method.clone();
+            *request.uri_mut() = std::mem::take(&mut parts.uri);
+            *request.version_mut() = parts.version;
+            *request.headers_mut() = std::mem::take(&mut parts.headers);
             added.forwarding.insert_into(request.headers_mut());
             if let Some(identity) = added.identity {
                 identity.insert_into(request.headers_mut());
             }
             // Boxed: the common request, above, should not carry room for this one.
-            Box::pin(self.within(deadline, self.exchange_hyper(request))).await
-        }
+            Box::pin(self.within(deadline, self.exchange_hyper(request))).await?
+        };
+        self.metrics.upstream_response(sent.elapsed().as_secs_f64());
+        Ok(response)
     }
 
     /// `work`, or a timeout error if it has not finished by `deadline`.
@@ -272,51 +272,37 @@ impl Upstream {
     /// connection of the lean pool (`upstream/lean.rs`).
     async fn exchange_lean(
         &self,
-        request: Request<Body>,
+        parts: &http::request::Parts,
         added: Added<'_>,
         deadline: Option<tokio::time::Instant>,
     ) -> Result<Response<PooledBody>, ProxyError> {
-        let (parts, _) = request.into_parts();
-        let mut head = lean::request_head(&parts, added);
+        let mut head = lean::request_head(parts, added);
         let head_request = parts.method == http::Method::HEAD;
-        let result = self
-            .exchange_lean_head(&parts, &head, head_request, deadline)
-            .await;
-        head.clear();
-        wire::spare::give_back(head);
-        wire::spare::give_back_map(parts.headers);
-        result
-    }
-
-    async fn exchange_lean_head(
-        &self,
-        parts: &http::request::Parts,
-        head: &[u8],
-        head_request: bool,
-        deadline: Option<tokio::time::Instant>,
-    ) -> Result<Response<PooledBody>, ProxyError> {
-        loop {
-            let (conn, pooled) = match self.pool.take_lean() {
+        let result = loop {
+            let (mut conn, pooled) = match self.pool.take_lean() {
                 Some(conn) => (conn, true),
                 // Boxed: connecting is rare and its future is large.
-                None => {
-                    let tcp = Box::pin(self.within(deadline, self.connect_tcp())).await?;
-                    (lean::Conn::new(tcp), false)
-                }
+                None => match Box::pin(self.within(deadline, self.connect_tcp())).await {
+                    Ok(tcp) => (lean::Conn::new(tcp), false),
+                    Err(e) => break Err(e),
+                },
             };
-            match conn.exchange(head, head_request, deadline).await {
-                Ok((response, framing, passed, conn)) => {
+            match conn.exchange(&head, head_request, deadline).await {
+                Ok((response, framing, passed)) => {
                     let body = lean::LeanBody::new(conn, framing, passed, &self.pool);
-                    return Ok(response.map(|()| PooledBody(Kind::Lean(body))));
+                    break Ok(response.map(|()| PooledBody(Kind::Lean(body))));
                 }
                 // The upstream had closed a pooled connection: safe to send again if a
                 // repeat cannot do harm.
                 Err(lean::Failed::Stale(_)) if pooled && parts.method.is_idempotent() => {}
-                Err(lean::Failed::Stale(e)) => return Err(self.failed(Box::new(e))),
-                Err(lean::Failed::TimedOut) => return Err(self.timed_out()),
-                Err(lean::Failed::Other(e)) => return Err(self.failed(e)),
+                Err(lean::Failed::Stale(e)) => break Err(self.failed(Box::new(e))),
+                Err(lean::Failed::TimedOut) => break Err(self.timed_out()),
+                Err(lean::Failed::Other(e)) => break Err(self.failed(e)),
             }
-        }
+        };
+        head.clear();
+        wire::spare::give_back(head);
+        result
     }
 
     fn timed_out(&self) -> ProxyError {

@@ -16,7 +16,7 @@ use http::request::Parts;
 use http::{Method, Response, StatusCode, Version};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use smallvec::SmallVec;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
@@ -74,67 +74,78 @@ impl Conn {
     }
 
     /// Writes `head` and reads the response head, until `deadline` if there is one.
+    ///
+    /// One hand-written poll loop rather than nested futures: each future level of the
+    /// common request's path is copied into place when it starts.
     pub(super) async fn exchange(
-        mut self,
+        &mut self,
         head: &[u8],
         head_request: bool,
         deadline: Option<Instant>,
-    ) -> Result<(Response<()>, Framing, Option<Box<PassedHead>>, Self), Failed> {
-        let Self { stream, buf, timer } = &mut self;
-        let work = exchange(stream, buf, head, head_request);
-        let result = match deadline {
-            Some(deadline) => {
-                timer.as_mut().reset(deadline);
-                let mut work = pin!(work);
-                poll_fn(|cx| match work.as_mut().poll(cx) {
-                    Poll::Ready(result) => Poll::Ready(result),
-                    Poll::Pending => timer.as_mut().poll(cx).map(|()| Err(Failed::TimedOut)),
-                })
-                .await
-            }
-            None => work.await,
-        };
-        let (response, framing, passed) = result?;
-        Ok((response, framing, passed, self))
-    }
-}
-
-/// Writes `head` on `stream` and reads the response head, with `buf` for what is read.
-async fn exchange(
-    stream: &mut TcpStream,
-    buf: &mut BytesMut,
-    head: &[u8],
-    head_request: bool,
-) -> Result<(Response<()>, Framing, Option<Box<PassedHead>>), Failed> {
-    stream.write_all(head).await.map_err(Failed::Stale)?;
-    let mut received = false;
-    loop {
-        if !buf.is_empty() {
-            received = true;
-            match parse_response(buf, head_request).map_err(Failed::Other)? {
-                Parsed::Response(response, framing, passed) => {
-                    return Ok((response, framing, passed));
+    ) -> Result<(Response<()>, Framing, Option<Box<PassedHead>>), Failed> {
+        let Self { stream, buf, timer } = self;
+        if let Some(deadline) = deadline {
+            timer.as_mut().reset(deadline);
+        }
+        let mut written = 0;
+        let mut received = false;
+        poll_fn(|cx| {
+            let progress = loop {
+                if written < head.len() {
+                    match Pin::new(&mut *stream).poll_write(cx, &head[written..]) {
+                        Poll::Ready(Ok(0)) => {
+                            return Poll::Ready(Err(Failed::Stale(
+                                io::ErrorKind::WriteZero.into(),
+                            )));
+                        }
+                        Poll::Ready(Ok(n)) => written += n,
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(Failed::Stale(e))),
+                        Poll::Pending => break Poll::Pending,
+                    }
+                    continue;
                 }
-                Parsed::Interim => continue,
-                Parsed::Partial if buf.len() >= MAX_HEAD => {
-                    return Err(Failed::Other("upstream response head too large".into()));
+                if !buf.is_empty() {
+                    received = true;
+                    match parse_response(buf, head_request) {
+                        Err(e) => return Poll::Ready(Err(Failed::Other(e))),
+                        Ok(Parsed::Response(response, framing, passed)) => {
+                            return Poll::Ready(Ok((response, framing, passed)));
+                        }
+                        Ok(Parsed::Interim) => continue,
+                        Ok(Parsed::Partial) if buf.len() >= MAX_HEAD => {
+                            let e = "upstream response head too large".into();
+                            return Poll::Ready(Err(Failed::Other(e)));
+                        }
+                        Ok(Parsed::Partial) => {}
+                    }
                 }
-                Parsed::Partial => {}
+                if buf.capacity() == 0 {
+                    *buf = spare::take(READ_CHUNK);
+                }
+                buf.reserve(READ_CHUNK);
+                // `read_buf` rather than `try_read_buf`: it learns from a short read that the
+                // socket is drained, which saves the next request a system call.
+                match pin!(stream.read_buf(&mut *buf)).poll(cx) {
+                    Poll::Ready(Ok(0)) if !received => {
+                        let e = io::ErrorKind::UnexpectedEof.into();
+                        return Poll::Ready(Err(Failed::Stale(e)));
+                    }
+                    Poll::Ready(Ok(0)) => {
+                        let e = "upstream closed mid-response".into();
+                        return Poll::Ready(Err(Failed::Other(e)));
+                    }
+                    Poll::Ready(Ok(_)) => {}
+                    Poll::Ready(Err(e)) if !received => return Poll::Ready(Err(Failed::Stale(e))),
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(Failed::Other(Box::new(e)))),
+                    Poll::Pending => break Poll::Pending,
+                }
+            };
+            match deadline {
+                Some(_) => timer.as_mut().poll(cx).map(|()| Err(Failed::TimedOut)),
+                None => progress,
             }
-        }
-        if buf.capacity() == 0 {
-            *buf = spare::take(READ_CHUNK);
-        }
-        buf.reserve(READ_CHUNK);
-        match stream.read_buf(buf).await {
-            Ok(0) if !received => {
-                return Err(Failed::Stale(io::ErrorKind::UnexpectedEof.into()));
-            }
-            Ok(0) => return Err(Failed::Other("upstream closed mid-response".into())),
-            Ok(_) => {}
-            Err(e) if !received => return Err(Failed::Stale(e)),
-            Err(e) => return Err(Failed::Other(Box::new(e))),
-        }
+        })
+        .await
     }
 }
 
