@@ -86,120 +86,138 @@ static NAMES: [HeaderName; 5] = [
 /// `X-Forwarded-Host` kept), and returns the client's address as best known (the peer, or
 /// the nearest untrusted hop a trusted proxy saw) and this hop's headers, which the
 /// upstream client adds after the request's own.
-pub fn apply(
+pub fn apply<'a>(
     headers: &mut HeaderMap,
-    origin: Origin<'_>,
+    origin: Origin<'a>,
     trusted: &TrustedProxies,
-) -> (IpAddr, Forwarding) {
+) -> (IpAddr, Forwarding<'a>) {
     let peer = origin.peer.ip;
     let believed = trusted.contains(peer);
     // Most requests carry none: one pass over the names, not five lookups.
     let present = headers.keys().any(|name| NAMES.contains(name));
-    let prior_xff = if believed && present {
+    let from_proxy = believed && present;
+    let prior_chain = if from_proxy {
         joined(headers, &X_FORWARDED_FOR)
     } else {
         None
     };
-    let client = match &prior_xff {
+    let client = match &prior_chain {
         Some(chain) => client_from_chain(chain, peer, trusted),
         None => peer,
     };
-
-    let xff = match prior_xff {
-        Some(chain) => {
-            let peer_text = origin.peer.text.to_str().unwrap_or_default();
-            header_value(&format!("{chain}, {peer_text}"))
-        }
-        None => Some(origin.peer.text.clone()),
+    let forwarding = Forwarding {
+        origin,
+        // Untrusted: the client is the peer, whose address X-Forwarded-For already holds.
+        real_ip: believed.then(|| client.to_string()),
+        keep_proto: from_proxy && headers.contains_key(&X_FORWARDED_PROTO),
+        keep_host: from_proxy && headers.contains_key(&X_FORWARDED_HOST),
+        prior_forwarded: from_proxy.then(|| joined(headers, &FORWARDED)).flatten(),
+        prior_chain,
+        ascii_host: origin.host.is_some_and(|h| h.to_str().is_ok()),
     };
-    // Untrusted: the client is the peer, whose address X-Forwarded-For already holds.
-    let real_ip = if believed {
-        header_value(&client.to_string())
-    } else {
-        xff.clone()
-    };
-    let keep_proto = believed && present && headers.contains_key(&X_FORWARDED_PROTO);
-    let keep_host = believed && present && headers.contains_key(&X_FORWARDED_HOST);
-    let prior = (believed && present)
-        .then(|| joined(headers, &FORWARDED))
-        .flatten();
     if present {
         for name in &NAMES {
-            let kept = (*name == X_FORWARDED_PROTO && keep_proto)
-                || (*name == X_FORWARDED_HOST && keep_host);
+            let kept = (*name == X_FORWARDED_PROTO && forwarding.keep_proto)
+                || (*name == X_FORWARDED_HOST && forwarding.keep_host);
             if !kept {
                 headers.remove(name);
             }
         }
     }
-    let values = [
-        xff,
-        real_ip,
-        (!keep_proto).then(|| HeaderValue::from_static(origin.proto)),
-        origin.host.filter(|_| !keep_host).cloned(),
-        forwarded_value(prior.as_deref(), origin),
-    ];
-    (client, Forwarding { values })
+    (client, forwarding)
 }
 
 /// This hop's forwarding headers (see [`apply`]): written straight into a lean request's
-/// head, or inserted into the map of one that goes through hyper.
+/// head from their pieces, or inserted into the map of one that goes through hyper. Every
+/// piece is a valid header value on its own (a header's value, a trimmed ASCII list from a
+/// trusted proxy, an address, or a fixed string), so their joins are too.
 #[derive(Debug)]
-pub struct Forwarding {
-    /// A value for each of [`NAMES`]; none where there is no valid one, or a trusted
-    /// proxy's header stays.
-    values: [Option<HeaderValue>; 5],
+pub struct Forwarding<'a> {
+    origin: Origin<'a>,
+    /// `X-Forwarded-For` and `Forwarded` from a trusted proxy, which this hop's extend.
+    prior_chain: Option<String>,
+    prior_forwarded: Option<String>,
+    /// `X-Real-IP` when the peer is trusted; else it is the peer's address.
+    real_ip: Option<String>,
+    /// A trusted proxy's `X-Forwarded-Proto` or `X-Forwarded-Host` stays, and this hop
+    /// sets none.
+    keep_proto: bool,
+    keep_host: bool,
+    /// `Forwarded` quotes the host, so only a plain ASCII one goes in.
+    ascii_host: bool,
 }
 
-impl Forwarding {
-    fn headers(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
-        NAMES
-            .iter()
-            .zip(&self.values)
-            .filter_map(|(name, value)| Some((name, value.as_ref()?)))
+impl Forwarding<'_> {
+    /// Calls `f` with each header this hop sets, in the order of [`NAMES`], and its value in
+    /// pieces.
+    #[inline]
+    fn each(&self, mut f: impl FnMut(&HeaderName, &[&[u8]])) {
+        let origin = &self.origin;
+        let peer = origin.peer.text.as_bytes();
+        match &self.prior_chain {
+            Some(chain) => f(&X_FORWARDED_FOR, &[chain.as_bytes(), b", ", peer]),
+            None => f(&X_FORWARDED_FOR, &[peer]),
+        }
+        let real_ip = self.real_ip.as_ref().map_or(peer, |ip| ip.as_bytes());
+        f(&X_REAL_IP, &[real_ip]);
+        if !self.keep_proto {
+            f(&X_FORWARDED_PROTO, &[origin.proto.as_bytes()]);
+        }
+        if let Some(host) = origin.host.filter(|_| !self.keep_host) {
+            f(&X_FORWARDED_HOST, &[host.as_bytes()]);
+        }
+        let (prior, prior_sep): (&[u8], &[u8]) = match &self.prior_forwarded {
+            Some(prior) => (prior.as_bytes(), b", "),
+            None => (b"", b""),
+        };
+        let element = origin.peer.element.as_bytes();
+        let proto = origin.proto.as_bytes();
+        match origin.host.filter(|_| self.ascii_host) {
+            Some(host) => f(
+                &FORWARDED,
+                &[
+                    prior,
+                    prior_sep,
+                    element,
+                    b";host=\"",
+                    host.as_bytes(),
+                    b"\";proto=",
+                    proto,
+                ],
+            ),
+            None => f(&FORWARDED, &[prior, prior_sep, element, b";proto=", proto]),
+        }
     }
 
     /// The bytes [`Forwarding::write_to`] writes.
     pub fn head_len(&self) -> usize {
-        self.headers()
-            .map(|(name, value)| name.as_str().len() + value.len() + 4)
-            .sum()
+        let mut len = 0;
+        self.each(|name, pieces| {
+            len += name.as_str().len() + 4 + pieces.iter().map(|p| p.len()).sum::<usize>();
+        });
+        len
     }
 
     /// Writes the headers as request-head lines; the request carries none of them.
     pub fn write_to(&self, out: &mut impl bytes::BufMut) {
-        for (name, value) in self.headers() {
-            crate::wire::put_header(out, name.as_str().as_bytes(), value.as_bytes());
-        }
+        self.each(|name, pieces| {
+            out.put_slice(name.as_str().as_bytes());
+            out.put_slice(b": ");
+            for piece in pieces {
+                out.put_slice(piece);
+            }
+            out.put_slice(b"\r\n");
+        });
     }
 
     /// Sets the headers in `headers`.
     pub fn insert_into(&self, headers: &mut HeaderMap) {
-        for (name, value) in self.headers() {
-            headers.insert(name.clone(), value.clone());
-        }
+        self.each(|name, pieces| {
+            if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(pieces.concat())) {
+                headers.insert(name.clone(), value);
+            }
+        });
     }
-}
-
-/// `Forwarded` with this hop's element after the `prior` ones: built in one exact-size
-/// allocation that the header value takes over.
-fn forwarded_value(prior: Option<&str>, origin: Origin<'_>) -> Option<HeaderValue> {
-    let host = origin.host.and_then(|h| h.to_str().ok());
-    let parts: [&str; 8] = [
-        prior.unwrap_or(""),
-        if prior.is_some() { ", " } else { "" },
-        &origin.peer.element,
-        if host.is_some() { ";host=\"" } else { "" },
-        host.unwrap_or(""),
-        if host.is_some() { "\"" } else { "" },
-        ";proto=",
-        origin.proto,
-    ];
-    let mut value = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
-    for part in parts {
-        value.extend_from_slice(part.as_bytes());
-    }
-    HeaderValue::from_maybe_shared(bytes::Bytes::from(value)).ok()
 }
 
 /// The client's address as [`apply`] would find it, leaving the headers alone.
@@ -246,10 +264,6 @@ fn client_from_chain(chain: &str, peer: IpAddr, trusted: &TrustedProxies) -> IpA
     client
 }
 
-fn header_value(text: &str) -> Option<HeaderValue> {
-    HeaderValue::from_str(text).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -270,12 +284,60 @@ mod tests {
             host: Some(&host),
         };
         let (client, forwarding) = apply(&mut h, origin, &trusted);
+        let mut written = Vec::new();
+        forwarding.write_to(&mut written);
+        assert_eq!(written.len(), forwarding.head_len());
+        let mut alone = HeaderMap::new();
+        forwarding.insert_into(&mut alone);
+        assert_same_lines(&written, &alone);
         forwarding.insert_into(&mut h);
         (h, client)
     }
 
+    /// The lines `write_to` writes are the headers `insert_into` sets: the lean client and
+    /// hyper's send the same.
+    fn assert_same_lines(written: &[u8], inserted: &HeaderMap) {
+        let text = std::str::from_utf8(written).unwrap();
+        let mut lines = Vec::new();
+        for line in text.split_terminator("\r\n") {
+            let (name, value) = line.split_once(": ").unwrap();
+            lines.push((name.to_string(), value.to_string()));
+        }
+        let mut set = Vec::new();
+        for name in &NAMES {
+            for value in inserted.get_all(name) {
+                set.push((name.to_string(), value.to_str().unwrap().to_string()));
+            }
+        }
+        assert_eq!(lines, set);
+    }
+
     fn get<'a>(h: &'a HeaderMap, k: &str) -> &'a str {
         h.get(k).map(|v| v.to_str().unwrap()).unwrap_or("")
+    }
+
+    /// A host that is not plain ASCII is passed on in `X-Forwarded-Host` as it came, and left
+    /// out of `Forwarded`, which would have to quote it.
+    #[test]
+    fn a_host_with_other_bytes_stays_out_of_forwarded() {
+        let host = HeaderValue::from_bytes("café.example".as_bytes()).unwrap();
+        let peer = Peer::new("192.0.2.1".parse().unwrap());
+        let origin = Origin {
+            peer: &peer,
+            proto: "http",
+            host: Some(&host),
+        };
+        let (_, forwarding) = apply(&mut HeaderMap::new(), origin, &TrustedProxies::default());
+        let mut written = Vec::new();
+        forwarding.write_to(&mut written);
+        let expected = "x-forwarded-for: 192.0.2.1\r\nx-real-ip: 192.0.2.1\r\n\
+            x-forwarded-proto: http\r\nx-forwarded-host: café.example\r\n\
+            forwarded: for=192.0.2.1;proto=http\r\n";
+        assert_eq!(String::from_utf8(written).unwrap(), expected);
+        let mut inserted = HeaderMap::new();
+        forwarding.insert_into(&mut inserted);
+        assert_eq!(inserted["x-forwarded-host"], host);
+        assert_eq!(inserted["forwarded"], "for=192.0.2.1;proto=http");
     }
 
     #[test]

@@ -333,8 +333,8 @@ async fn forward(
     };
     let forwarding;
     (*client, forwarding) = forwarded::apply(headers, origin, &app.trusted);
-    let host_header = match host_value {
-        Some(value) if upstream.pass_host_header() => value,
+    let host_header = match &host_value {
+        Some(value) if upstream.pass_host_header() => value.clone(),
         _ => upstream.host_header().clone(),
     };
     headers.insert(header::HOST, host_header);

@@ -38,7 +38,7 @@ pub use lean::PassedHead;
 #[derive(Debug, Clone, Copy)]
 pub struct Added<'a> {
     /// This hop's forwarding headers.
-    pub forwarding: &'a Forwarding,
+    pub forwarding: &'a Forwarding<'a>,
     /// The signed-in user's identity headers and tokens.
     pub identity: Option<&'a Injected>,
 }
