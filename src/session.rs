@@ -532,12 +532,31 @@ fn cookie_pairs(request: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
         .iter()
         // As `request_cookies` reads them (sign-out, chunk clean-up): plain ASCII headers only.
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
+        .flat_map(|v| str_pieces(v, b';'))
         .filter_map(|pair| {
-            let (name, value) = pair.split_once('=')?;
-            let name = name.trim();
-            (!name.is_empty()).then(|| (name, value.trim()))
+            let at = memchr::memchr(b'=', pair.as_bytes())?;
+            let name = pair.get(..at)?.trim_ascii();
+            let value = pair.get(at + 1..)?.trim_ascii();
+            (!name.is_empty()).then_some((name, value))
         })
+}
+
+/// As [`pieces`], for text split at an ASCII `separator` (so at char boundaries).
+fn str_pieces(text: &str, separator: u8) -> impl Iterator<Item = &str> {
+    let mut rest = Some(text);
+    std::iter::from_fn(move || {
+        let current = rest?;
+        match memchr::memchr(separator, current.as_bytes()) {
+            Some(at) => {
+                rest = current.get(at + 1..);
+                current.get(..at)
+            }
+            None => {
+                rest = None;
+                Some(current)
+            }
+        }
+    })
 }
 
 /// The name of a `name=value` cookie pair, trimmed.
@@ -587,6 +606,30 @@ fn request_cookie_names(request: &HeaderMap) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `cookie_pairs` finds the pairs the `cookie` crate's parser finds.
+    #[test]
+    fn cookie_pairs_agree_with_the_cookie_parser() {
+        for header in [
+            "a=1",
+            "a=1; b=2",
+            " a = 1 ;b=2;; c=3 ",
+            "a=1;b",
+            "=x; a=1",
+            "a==b=c; d=",
+            "a=\"quoted\"; b= spaced value ",
+            ";;;",
+            "_stagedoor=abc/DEF+12==; other=1",
+            "a=1;\tb=2",
+        ] {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::COOKIE, HeaderValue::from_static(header));
+            let ours: Vec<(String, String)> = cookie_pairs(&headers)
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect();
+            assert_eq!(ours, request_cookies(&headers), "{header:?}");
+        }
+    }
 
     fn settings() -> CookieSettings {
         CookieSettings {
