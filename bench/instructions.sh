@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # User-space instructions per request, counted by valgrind (cachegrind), for nginx doing plain
-# proxy_pass and for Stagedoor plain and signed in: the same setup as bench/run.sh, but a
+# proxy_pass and for Stagedoor plain, signed in, and signed in on a Backstage API path (with a
+# Backstage user token): the same setup as bench/run.sh, but a
 # count that does not move with the VM's noise, for judging a change that CPU time cannot
 # resolve. Kernel work is not counted (see bench/README.md).
 #
@@ -19,7 +20,7 @@ INSTR_CONNS=${INSTR_CONNS:-16}
 # count NAME PORT SECONDS: starts NAME under cachegrind, runs wrk, stops it; sets REQUESTS
 # and INSTRUCTIONS.
 count() {
-    local name=$1 port=$2 seconds=$3 header="" out pid
+    local name=$1 port=$2 seconds=$3 header="" path=/ out pid
     local dir=$TMP/$name-$seconds
     mkdir -p "$dir"
     # nginx's worker runs as another user (nobody) and writes its count here too.
@@ -36,16 +37,17 @@ count() {
             start_stagedoor
             pid=$STAGEDOOR_PID
             ;;
-        stagedoor-auth)
+        stagedoor-auth | stagedoor-backstage)
             start_stagedoor_auth
             pid=$STAGEDOOR_AUTH_PID
             header="Cookie: $SESSION_COOKIE"
+            [[ $name == stagedoor-auth ]] || path=$BACKSTAGE_PATH
             ;;
     esac
     WRAP=()
     local args=(-t1 -c"$INSTR_CONNS" -d"${seconds}s")
     [[ -z $header ]] || args+=(-H "$header")
-    out=$(taskset -c "$LOAD_CPU" wrk "${args[@]}" "http://127.0.0.1:$port/") \
+    out=$(taskset -c "$LOAD_CPU" wrk "${args[@]}" "http://127.0.0.1:$port$path") \
         || die "wrk against $name failed"
     ! grep -q 'Non-2xx' <<<"$out" || die "$name answered with errors: $out"
     REQUESTS=$(awk '$2 == "requests" && $3 == "in" { print $1 }' <<<"$out")
@@ -74,11 +76,11 @@ instructions_main() {
 
     local name port requests instructions
     printf '| proxy | instructions per request |\n|---|---:|\n'
-    for name in nginx stagedoor stagedoor-auth; do
+    for name in nginx stagedoor stagedoor-auth stagedoor-backstage; do
         case $name in
             nginx) port=$NGINX_PORT ;;
             stagedoor) port=$STAGEDOOR_PORT ;;
-            stagedoor-auth) port=$STAGEDOOR_AUTH_PORT ;;
+            stagedoor-auth | stagedoor-backstage) port=$STAGEDOOR_AUTH_PORT ;;
         esac
         log "$name: ${INSTR_SECONDS}s and $((2 * INSTR_SECONDS))s under cachegrind"
         count "$name" "$port" "$INSTR_SECONDS"

@@ -71,26 +71,40 @@ pub(crate) const IDENTITY_HEADERS: &[&str] = &[
 ];
 
 /// Header names to strip in any spelling: lowercase, with `-` (a client's `_` counts as
-/// `-`, which keeps the length: a name of a length none has is ruled out by one bit test).
-#[derive(Debug, Clone)]
+/// `-`, which keeps the length and, after the same mapping, the last byte: a name whose length
+/// and last byte match no listed name's is ruled out by one bit test).
+#[derive(Debug)]
 struct NameList {
     names: Vec<String>,
-    /// Bit `n` set if a name is `n` bytes long; names of 128 bytes or more are always looked up.
-    lengths: u128,
+    /// Bit [`NameList::key`] set for every listed name.
+    keys: [u64; 4],
 }
 
 impl NameList {
     fn new(names: Vec<String>) -> Self {
-        let lengths = names
-            .iter()
-            .filter(|n| n.len() < 128)
-            .fold(0, |bits, n| bits | 1 << n.len());
-        Self { names, lengths }
+        let mut keys = [0; 4];
+        for name in &names {
+            let key = Self::key(name.as_bytes());
+            keys[key / 64] |= 1 << (key % 64);
+        }
+        Self { names, keys }
+    }
+
+    /// A bit for the name's length and last byte (`_` read as `-`): the same for every
+    /// spelling of a name, and different for most names that differ.
+    fn key(name: &[u8]) -> usize {
+        let last = match name.last() {
+            Some(b'_') => b'-',
+            Some(&b) => b,
+            None => 0,
+        };
+        usize::from((name.len() as u8).wrapping_mul(31) ^ last)
     }
 
     fn contains(&self, name: &HeaderName) -> bool {
         let name = name.as_str();
-        if name.len() < 128 && self.lengths & 1 << name.len() == 0 {
+        let key = Self::key(name.as_bytes());
+        if self.keys[key / 64] & 1 << (key % 64) == 0 {
             return false;
         }
         if !name.contains('_') {
@@ -715,6 +729,26 @@ mod tests {
         // Same lengths, other names; other lengths.
         assert!(!has("x-usex") && !has("x-users") && !has(&format!("x-{}", "b".repeat(140))));
         assert!(!has(&format!("x-{}", "a".repeat(141))) && !has("host"));
+        // A name ending in `_` is found as the one ending in `-`.
+        let list = NameList::new(vec!["x-user-".into()]);
+        let has = |name: &str| list.contains(&HeaderName::from_bytes(name.as_bytes()).unwrap());
+        assert!(has("x_user_") && has("X-User-") && !has("x-userx"));
+        // Every identity header, in every spelling, passes the bit test of the default list.
+        let list = NameList::new(IDENTITY_HEADERS.iter().map(|h| h.to_string()).collect());
+        for name in IDENTITY_HEADERS {
+            for spelling in [
+                name.to_string(),
+                name.replace('-', "_"),
+                name.to_uppercase(),
+            ] {
+                assert!(list.contains(&HeaderName::from_bytes(spelling.as_bytes()).unwrap()));
+            }
+        }
+        // The headers every request carries are ruled out by it.
+        for name in ["host", "cookie", "accept", "user-agent", "accept-encoding"] {
+            let key = NameList::key(name.as_bytes());
+            assert_eq!(list.keys[key / 64] & 1 << (key % 64), 0, "{name}");
+        }
     }
 
     #[test]
