@@ -193,7 +193,8 @@ impl Forwarding<'_> {
     pub fn head_len(&self) -> usize {
         let mut len = 0;
         self.each(|name, pieces| {
-            len += name.as_str().len() + 4 + pieces.iter().map(|p| p.len()).sum::<usize>();
+            let value = pieces.iter().map(|p| p.len()).sum();
+            len += crate::wire::header_line_len(name.as_str().len(), value);
         });
         len
     }
@@ -201,12 +202,7 @@ impl Forwarding<'_> {
     /// Writes the headers as request-head lines; the request carries none of them.
     pub fn write_to(&self, out: &mut impl bytes::BufMut) {
         self.each(|name, pieces| {
-            out.put_slice(name.as_str().as_bytes());
-            out.put_slice(b": ");
-            for piece in pieces {
-                out.put_slice(piece);
-            }
-            out.put_slice(b"\r\n");
+            crate::wire::put_header_pieces(out, name.as_str().as_bytes(), pieces);
         });
     }
 

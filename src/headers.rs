@@ -69,6 +69,8 @@ pub fn upgrade_protocol(headers: &HeaderMap) -> Option<http::HeaderValue> {
 mod tests {
     use super::*;
 
+    use http::HeaderValue;
+
     /// The HTTP/1.1 code's quick check (`wire::Known`) names exactly the headers stripped here.
     #[test]
     fn known_hop_by_hop_names_are_the_stripped_ones() {
@@ -86,7 +88,6 @@ mod tests {
             assert!(!known(name.as_str().as_bytes()).is_hop_by_hop(), "{name}");
         }
     }
-    use http::HeaderValue;
 
     #[test]
     fn removes_standard_and_connection_named_headers() {

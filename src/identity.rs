@@ -24,7 +24,7 @@ use crate::backstage_token::BackstageTokens;
 use crate::config::{Config, ConfigError};
 use crate::session::{Session, now};
 use crate::signing::Keys;
-use crate::wire::put_header;
+use crate::wire::{self, put_header};
 use crate::{Body, FastMap, full};
 
 const X_FORWARDED_USER: HeaderName = HeaderName::from_static("x-forwarded-user");
@@ -196,7 +196,7 @@ fn head_lines<'a>(
 ) -> Bytes {
     let size = headers
         .clone()
-        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .map(|(n, v)| wire::header_line_len(n.as_str().len(), v.len()))
         .sum();
     let mut lines = Vec::with_capacity(size);
     for (name, value) in headers {
@@ -249,7 +249,7 @@ impl Injected {
             + self
                 .authorization
                 .as_ref()
-                .map_or(0, |v| "authorization".len() + v.len() + 4)
+                .map_or(0, |v| wire::header_line_len("authorization".len(), v.len()))
     }
 
     /// Writes the headers as request-head lines. The request must not carry any of them:
@@ -640,7 +640,7 @@ impl Identity {
                 .chain(bearer.iter().map(|b| (&id_token_name, b))),
         );
         let minted = Arc::new(Minted {
-            jwt_end: jwt_header.as_str().len() + jwt_value.len() + 4,
+            jwt_end: wire::header_line_len(jwt_header.as_str().len(), jwt_value.len()),
             jwt_header: jwt_header.clone(),
             jwt: jwt_value,
             bearer,

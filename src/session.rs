@@ -543,20 +543,7 @@ fn cookie_pairs(request: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
 
 /// As [`pieces`], for text split at an ASCII `separator` (so at char boundaries).
 fn str_pieces(text: &str, separator: u8) -> impl Iterator<Item = &str> {
-    let mut rest = Some(text);
-    std::iter::from_fn(move || {
-        let current = rest?;
-        match memchr::memchr(separator, current.as_bytes()) {
-            Some(at) => {
-                rest = current.get(at + 1..);
-                current.get(..at)
-            }
-            None => {
-                rest = None;
-                Some(current)
-            }
-        }
-    })
+    spans(text.as_bytes(), separator).filter_map(|piece| text.get(piece))
 }
 
 /// The name of a `name=value` cookie pair, trimmed.
@@ -568,20 +555,19 @@ fn pair_name(pair: &[u8]) -> &[u8] {
 /// hundred bytes), so the separators are found with `memchr`, not byte by byte (as
 /// `str::split` does for a `char`, without first checking the whole value).
 fn pieces(bytes: &[u8], separator: u8) -> impl Iterator<Item = &[u8]> {
-    let mut rest = Some(bytes);
-    std::iter::from_fn(move || {
-        let current = rest?;
-        match memchr::memchr(separator, current) {
-            Some(at) => {
-                rest = Some(&current[at + 1..]);
-                Some(&current[..at])
-            }
-            None => {
-                rest = None;
-                Some(current)
-            }
-        }
-    })
+    spans(bytes, separator).filter_map(|piece| bytes.get(piece))
+}
+
+/// Where the pieces of `bytes` between `separator`s lie.
+fn spans(bytes: &[u8], separator: u8) -> impl Iterator<Item = std::ops::Range<usize>> {
+    let mut start = 0;
+    memchr::memchr_iter(separator, bytes)
+        .chain(std::iter::once(bytes.len()))
+        .map(move |end| {
+            let piece = start..end;
+            start = end + 1;
+            piece
+        })
 }
 
 /// All `name=value` pairs from the request's `Cookie` headers.

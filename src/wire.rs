@@ -111,11 +111,25 @@ pub fn has_token(value: &[u8], token: &[u8]) -> bool {
 }
 
 /// Appends `name: value` and its line end.
+#[inline]
 pub fn put_header(out: &mut impl BufMut, name: &[u8], value: &[u8]) {
+    put_header_pieces(out, name, &[value]);
+}
+
+/// Appends `name: ` with a value made of `pieces`, and its line end.
+#[inline]
+pub fn put_header_pieces(out: &mut impl BufMut, name: &[u8], pieces: &[&[u8]]) {
     out.put_slice(name);
     out.put_slice(b": ");
-    out.put_slice(value);
+    for piece in pieces {
+        out.put_slice(piece);
+    }
     out.put_slice(b"\r\n");
+}
+
+/// The bytes [`put_header`] writes for a name and a value of these lengths.
+pub const fn header_line_len(name: usize, value: usize) -> usize {
+    name + value + 4
 }
 
 /// Appends `name: n` and its line end.

@@ -156,7 +156,7 @@ pub(super) fn request_head(parts: &Parts, added: Added<'_>) -> BytesMut {
     let size = parts
         .headers
         .iter()
-        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .map(|(name, value)| wire::header_line_len(name.as_str().len(), value.len()))
         .sum::<usize>()
         + added.forwarding.head_len()
         + added.identity.map_or(0, Injected::head_len);
