@@ -8,7 +8,7 @@
 
 use std::borrow::Cow;
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use cookie::{Cookie, CookieJar, Key, SameSite};
 use http::HeaderMap;
@@ -209,9 +209,19 @@ impl Session {
 }
 
 /// Seconds since the Unix epoch.
+///
+/// Expiry is judged to the second, several times per signed-in request. On Linux this reads
+/// the coarse clock, which the kernel keeps in the vDSO's memory at each tick (a few ms
+/// behind, never ahead), instead of reading and scaling the time-stamp counter.
 pub fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
+    #[cfg(target_os = "linux")]
+    {
+        let t = rustix::time::clock_gettime(rustix::time::ClockId::RealtimeCoarse);
+        u64::try_from(t.tv_sec).unwrap_or(0)
+    }
+    #[cfg(not(target_os = "linux"))]
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
 }
 
