@@ -64,7 +64,7 @@ where
     // 224 bytes each time.
     let (mut parts, body) = request.into_parts();
     let body = Body::new(body);
-    let host = request_host(&parts);
+    let host = AskedHost::of(&parts);
     let log_head = app.config.log.access_log.then(|| {
         (
             parts.method.clone(),
@@ -124,7 +124,7 @@ async fn route(
     ctx: &Ctx,
     parts: &mut Parts,
     body: Body,
-    host: Option<&Authority>,
+    host: Option<&AskedHost>,
     log: &mut Outcome,
 ) -> Response<Body> {
     let accept = parts.headers.get(header::ACCEPT).cloned();
@@ -132,7 +132,7 @@ async fn route(
     if let Err(e) = normalize_path(parts) {
         return e.into_response(accept.as_ref());
     }
-    let host_name = host.map_or("", host_of);
+    let host_name = host.map_or("", |h| host_of(h.as_str()));
     if let Some(keys) = app.identity.well_known(&parts.method, parts.uri.path()) {
         return keys;
     }
@@ -228,19 +228,48 @@ fn normalize_path(parts: &mut Parts) -> Result<(), ProxyError> {
     Ok(())
 }
 
-/// The authority the client asked for: the URI's (HTTP/2, absolute-form) or the `Host` header.
-fn request_host(parts: &Parts) -> Option<Authority> {
-    if let Some(authority) = parts.uri.authority() {
-        return Some(authority.clone());
+/// The authority the client asked for (the URI's, in HTTP/2 and absolute form, or the
+/// `Host` header's), as the header value that carries it upstream. It is one that `http`
+/// would accept as an [`Authority`].
+struct AskedHost(HeaderValue);
+
+impl AskedHost {
+    fn of(parts: &Parts) -> Option<Self> {
+        if let Some(authority) = parts.uri.authority() {
+            return HeaderValue::from_str(authority.as_str()).ok().map(Self);
+        }
+        let value = parts.headers.get(header::HOST)?;
+        // The common `name[:port]` is checked here; anything else by `http`'s parser, which
+        // copies it first.
+        let bytes = value.as_bytes();
+        let valid = is_plain_authority(bytes) || Authority::try_from(bytes).is_ok();
+        valid.then(|| Self(value.clone()))
     }
-    let value = parts.headers.get(header::HOST)?;
-    Authority::try_from(value.as_bytes()).ok()
+
+    fn as_str(&self) -> &str {
+        // Every byte an `Authority` allows is visible ASCII.
+        self.0.to_str().unwrap_or_default()
+    }
 }
 
-/// What [`Authority::host`] returns (the host without userinfo or port; an IPv6 literal
-/// keeps its brackets), found with byte scans rather than its string splitting.
-fn host_of(authority: &Authority) -> &str {
-    let s = authority.as_str();
+/// A non-empty host of letters, digits, `-` and `.`, and at most one `:` followed by digits
+/// only: a subset of what `http`'s `Authority` accepts.
+fn is_plain_authority(bytes: &[u8]) -> bool {
+    let (host, port) = match memchr::memchr(b':', bytes) {
+        Some(colon) => (&bytes[..colon], &bytes[colon + 1..]),
+        None => (bytes, &b""[..]),
+    };
+    let host_ok = host.iter().fold(true, |ok, &b| {
+        ok & (b.is_ascii_alphanumeric() | (b == b'-') | (b == b'.'))
+    });
+    let port_ok = port.iter().fold(true, |ok, &b| ok & b.is_ascii_digit());
+    !host.is_empty() && host_ok && port_ok
+}
+
+/// What [`Authority::host`] returns for `authority` (the host without userinfo or port; an
+/// IPv6 literal keeps its brackets), found with byte scans rather than its string splitting.
+fn host_of(authority: &str) -> &str {
+    let s = authority;
     let s = match s.bytes().rposition(|b| b == b'@') {
         Some(at) => &s[at + 1..],
         None => s,
@@ -281,7 +310,7 @@ fn target<'a>(
 /// Where a request goes and as whom.
 struct Target<'a> {
     upstream: &'a Arc<Upstream>,
-    host: Option<&'a Authority>,
+    host: Option<&'a AskedHost>,
     session: Option<&'a Session>,
 }
 
@@ -308,12 +337,7 @@ async fn forward(
         .as_ref()
         .and_then(|_| parts.extensions.remove::<OnUpgrade>());
 
-    // The asked-for host as a header value: the client's own `Host` when that is where it
-    // came from (sharing its bytes), else made from the URI's authority.
-    let host_value = host.and_then(|h| match parts.uri.authority() {
-        None => parts.headers.get(header::HOST).cloned(),
-        Some(_) => HeaderValue::from_str(h.as_str()).ok(),
-    });
+    let host_value = host.map(|h| &h.0);
     let headers = &mut parts.headers;
     strip_hop_by_hop(headers);
     // Stripped on every request, signed in or not: a client never chooses its own identity.
@@ -329,11 +353,11 @@ async fn forward(
     let origin = Origin {
         peer: &ctx.forwarded_peer,
         proto: if ctx.tls { "https" } else { "http" },
-        host: host_value.as_ref(),
+        host: host_value,
     };
     let forwarding;
     (*client, forwarding) = forwarded::apply(headers, origin, &app.trusted);
-    let host_header = match &host_value {
+    let host_header = match host_value {
         Some(value) if upstream.pass_host_header() => value.clone(),
         _ => upstream.host_header().clone(),
     };
@@ -397,7 +421,65 @@ mod tests {
             "x",
         ] {
             let authority: Authority = text.parse().unwrap();
-            assert_eq!(host_of(&authority), authority.host(), "{text}");
+            assert_eq!(host_of(authority.as_str()), authority.host(), "{text}");
         }
+    }
+
+    #[test]
+    fn a_host_header_is_taken_exactly_when_http_takes_it() {
+        let hosts: [&[u8]; 24] = [
+            b"portal.example.com",
+            b"portal.example.com:8443",
+            b"127.0.0.1:7007",
+            b"a:",
+            b"[::1]:7007",
+            b"user@host.example",
+            b"Portal-1.Example",
+            b"",
+            b":",
+            b":80",
+            b"a:80:90",
+            b"a:8x",
+            b"a b",
+            b"a/b",
+            b"a?b",
+            b"a#b",
+            b"a%20b",
+            b"[::1",
+            b"host@",
+            b"a_b",
+            b"a~b",
+            b"a\"b",
+            b"caf\xc3\xa9",
+            b"a\tb",
+        ];
+        for host in hosts {
+            let mut parts = Request::new(()).into_parts().0;
+            parts
+                .headers
+                .insert(header::HOST, HeaderValue::from_bytes(host).unwrap());
+            let asked = AskedHost::of(&parts);
+            let text = String::from_utf8_lossy(host);
+            match Authority::try_from(host) {
+                Ok(authority) => assert_eq!(
+                    asked.as_ref().map(AskedHost::as_str),
+                    Some(authority.as_str()),
+                    "{text}"
+                ),
+                Err(_) => assert!(asked.is_none(), "{text}"),
+            }
+        }
+        // HTTP/2's authority is the URI's, whatever the `Host` header says.
+        let (mut parts, ()) = Request::get("https://portal.example.com:8443/x")
+            .header(header::HOST, "other.example")
+            .body(())
+            .unwrap()
+            .into_parts();
+        parts.version = Version::HTTP_2;
+        let asked = AskedHost::of(&parts);
+        assert_eq!(
+            asked.as_ref().map(AskedHost::as_str),
+            Some("portal.example.com:8443")
+        );
     }
 }
