@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmark: the same nginx upstream reached directly, through nginx proxy_pass and through
 # Stagedoor. See bench/README.md. Progress goes to stderr, the Markdown report to stdout and
-# bench/results/latest.md.
+# bench/results/latest.md (every round, as measured: bench/results/latest-runs.tsv).
 set -euo pipefail
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -395,7 +395,8 @@ report() {
 | conns | target | req/s | p50 (µs) | p99 (µs) | proxy CPU (µs/req) | errors |
 |---:|---|---:|---:|---:|---:|---:|
 EOF
-    awk -F'\t' -v conns_list="$CONNS" -v targets="${TARGETS[*]}" -v backstage_path="$BACKSTAGE_PATH" '
+    awk -F'\t' -v conns_list="$CONNS" -v targets="${TARGETS[*]}" -v rounds="$ROUNDS" \
+        -v backstage_path="$BACKSTAGE_PATH" '
         function median(key,   n, i, j, x, a) {
             n = count[key]
             for (i = 1; i <= n; i++) a[i] = value[key, i]
@@ -408,17 +409,27 @@ EOF
         }
         function add(key, v) { value[key, ++count[key]] = v }
         function ratio(a, b) { return b > 0 ? sprintf("%.2f", a / b) : "n/a" }
+        # The median over rounds of (CPU per request of the target / of nginx) in the same round.
+        function paired(c, target,   r, key, a, b) {
+            key = c SUBSEP target SUBSEP "paired"
+            for (r = 1; r <= rounds; r++) {
+                a = round_cpu[c, target, r]; b = round_cpu[c, "nginx", r]
+                if (a != "" && b > 0) add(key, a / b)
+            }
+            return count[key] ? sprintf("%.2f", median(key)) : "n/a"
+        }
         # The table of one target against nginx, a row per connection count.
         function ratios(target,   i, s, n) {
-            print "| conns | req/s | p99 | CPU per request |"
-            print "|---:|---:|---:|---:|"
+            print "| conns | req/s | p99 | CPU per request | CPU per request, paired by round |"
+            print "|---:|---:|---:|---:|---:|"
             for (i = 1; i <= nc; i++) {
                 s = cs[i] SUBSEP target; n = cs[i] SUBSEP "nginx"
-                printf "| %s | %s | %s | %s |\n", cs[i], ratio(rps[s], rps[n]), ratio(p99[s], p99[n]),
-                    ratio(cpu[s], cpu[n])
+                printf "| %s | %s | %s | %s | %s |\n", cs[i], ratio(rps[s], rps[n]), ratio(p99[s], p99[n]),
+                    ratio(cpu[s], cpu[n]), paired(cs[i], target)
             }
         }
         {
+            if ($8 != "NA") round_cpu[$1, $2, $3] = $8
             k = $1 SUBSEP $2
             add(k SUBSEP "rps", $4); add(k SUBSEP "p50", $5); add(k SUBSEP "p99", $6)
             if ($8 != "NA") add(k SUBSEP "cpu", $8)
@@ -437,7 +448,9 @@ EOF
             }
             if (targets !~ /stagedoor/) exit
             print "\n## Stagedoor / nginx\n"
-            print "Above 1 is better for req/s; below 1 is better for p99 and CPU per request.\n"
+            print "Above 1 is better for req/s; below 1 is better for p99 and CPU per request. The first"
+            print "three columns divide the medians; the last is the median of the ratios within each round,"
+            print "where Stagedoor ran right after nginx, so that drift between rounds cancels.\n"
             ratios("stagedoor")
             if (targets !~ /stagedoor-auth/) exit
             print "\n## Stagedoor signed in / nginx\n"
@@ -500,6 +513,9 @@ main() {
     run_benchmarks
 
     mkdir -p "$BENCH_DIR/results"
+    # Every round as measured (conns, target, round, req/s, p50, p99, requests, CPU µs per
+    # request, errors), for pooling rounds across runs.
+    cp "$TMP/runs.tsv" "$BENCH_DIR/results/latest-runs.tsv"
     report | tee "$BENCH_DIR/results/latest.md"
 }
 
