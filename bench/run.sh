@@ -409,27 +409,29 @@ EOF
         }
         function add(key, v) { value[key, ++count[key]] = v }
         function ratio(a, b) { return b > 0 ? sprintf("%.2f", a / b) : "n/a" }
-        # The median over rounds of (CPU per request of the target / of nginx) in the same round.
-        function paired(c, target,   r, key, a, b) {
-            key = c SUBSEP target SUBSEP "paired"
+        # The median over rounds of (the target / nginx) in the same round, for field f.
+        function paired(c, target, f,   r, key, a, b) {
+            key = c SUBSEP target SUBSEP f SUBSEP "paired"
             for (r = 1; r <= rounds; r++) {
-                a = round_cpu[c, target, r]; b = round_cpu[c, "nginx", r]
-                if (a != "" && b > 0) add(key, a / b)
+                a = round_value[c, target, r, f]; b = round_value[c, "nginx", r, f]
+                if (a != "" && a != "NA" && b > 0) add(key, a / b)
             }
             return count[key] ? sprintf("%.2f", median(key)) : "n/a"
         }
         # The table of one target against nginx, a row per connection count.
         function ratios(target,   i, s, n) {
-            print "| conns | req/s | p99 | CPU per request | CPU per request, paired by round |"
-            print "|---:|---:|---:|---:|---:|"
+            print "| conns | req/s | p99 | CPU per request | paired: req/s | p99 | CPU per request |"
+            print "|---:|---:|---:|---:|---:|---:|---:|"
             for (i = 1; i <= nc; i++) {
                 s = cs[i] SUBSEP target; n = cs[i] SUBSEP "nginx"
-                printf "| %s | %s | %s | %s | %s |\n", cs[i], ratio(rps[s], rps[n]), ratio(p99[s], p99[n]),
-                    ratio(cpu[s], cpu[n]), paired(cs[i], target)
+                printf "| %s | %s | %s | %s | %s | %s | %s |\n", cs[i], ratio(rps[s], rps[n]),
+                    ratio(p99[s], p99[n]), ratio(cpu[s], cpu[n]), paired(cs[i], target, 4),
+                    paired(cs[i], target, 6), paired(cs[i], target, 8)
             }
         }
         {
-            if ($8 != "NA") round_cpu[$1, $2, $3] = $8
+            round_value[$1, $2, $3, 4] = $4; round_value[$1, $2, $3, 6] = $6
+            round_value[$1, $2, $3, 8] = $8
             k = $1 SUBSEP $2
             add(k SUBSEP "rps", $4); add(k SUBSEP "p50", $5); add(k SUBSEP "p99", $6)
             if ($8 != "NA") add(k SUBSEP "cpu", $8)
@@ -449,8 +451,8 @@ EOF
             if (targets !~ /stagedoor/) exit
             print "\n## Stagedoor / nginx\n"
             print "Above 1 is better for req/s; below 1 is better for p99 and CPU per request. The first"
-            print "three columns divide the medians; the last is the median of the ratios within each round,"
-            print "where Stagedoor ran right after nginx, so that drift between rounds cancels.\n"
+            print "three columns divide the medians; the paired ones are the medians of the ratios within"
+            print "each round, where Stagedoor ran right after nginx, so that drift between rounds cancels.\n"
             ratios("stagedoor")
             if (targets !~ /stagedoor-auth/) exit
             print "\n## Stagedoor signed in / nginx\n"
