@@ -414,7 +414,7 @@ EOF
             key = c SUBSEP target SUBSEP f SUBSEP "paired"
             for (r = 1; r <= rounds; r++) {
                 a = round_value[c, target, r, f]; b = round_value[c, "nginx", r, f]
-                if (a != "" && a != "NA" && b > 0) add(key, a / b)
+                if (a != "" && a != "NA" && b != "" && b != "NA" && b + 0 > 0) add(key, a / b)
             }
             return count[key] ? sprintf("%.2f", median(key)) : "n/a"
         }
@@ -516,8 +516,10 @@ main() {
 
     mkdir -p "$BENCH_DIR/results"
     # Every round as measured (conns, target, round, req/s, p50, p99, requests, CPU µs per
-    # request, errors), for pooling rounds across runs.
+    # request, errors), also under the run's time, for pooling rounds across runs
+    # (bench/pooled.sh).
     cp "$TMP/runs.tsv" "$BENCH_DIR/results/latest-runs.tsv"
+    cp "$TMP/runs.tsv" "$BENCH_DIR/results/runs-$(date -u +%Y%m%d-%H%M%S).tsv"
     report | tee "$BENCH_DIR/results/latest.md"
 }
 
