@@ -269,10 +269,9 @@ fn is_plain_authority(bytes: &[u8]) -> bool {
 /// What [`Authority::host`] returns for `authority` (the host without userinfo or port; an
 /// IPv6 literal keeps its brackets), found with byte scans rather than its string splitting.
 fn host_of(authority: &str) -> &str {
-    let s = authority;
-    let s = match s.bytes().rposition(|b| b == b'@') {
-        Some(at) => &s[at + 1..],
-        None => s,
+    let s = match authority.bytes().rposition(|b| b == b'@') {
+        Some(at) => &authority[at + 1..],
+        None => authority,
     };
     let end = if s.starts_with('[') {
         s.bytes().position(|b| b == b']').map_or(s.len(), |i| i + 1)
